@@ -1,0 +1,66 @@
+# secondsight: `make demo` runs the pipeline on the demo data set, `make test` runs every test.
+# Each target installs what it needs into .venv (idempotent: a stamp file records the install).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.secondsight-installed
+SUBJ ?= 1
+SUBJ2 := $(shell printf '%02d' $(SUBJ))
+RUN_DIR := runs/demo/subj$(SUBJ2)
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+export TOKENIZERS_PARALLELISM := false
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install demo test test-nb test-py check-clean docs bench clean-venv
+
+install: $(STAMP)
+
+$(STAMP): settings.ini setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	# torch first, from the local wheels (the CUDA build; it runs on the CPU too)
+	$(BIN)/python -m pip install torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (secondsight)"
+	touch $(STAMP)
+
+# The main job: notebooks 00 -> 04 through papermill on the demo data set (SUBJ=2 etc. work the same).
+demo: install
+	mkdir -p $(RUN_DIR)
+	for nb in 00_data 01_encoders 02_gnet 03_search 04_metrics; do \
+	  $(BIN)/papermill nbs/$$nb.ipynb $(RUN_DIR)/$$nb.ipynb --cwd nbs -k python3 \
+	    -p subj $(SUBJ) -p dataset demo -p out_dir $(CURDIR)/$(RUN_DIR) || exit 1; \
+	done
+	@echo "demo finished: executed notebooks and results under $(RUN_DIR)/"
+
+# Fails if nbdev_clean or nbdev_export would change tracked files, then runs the notebooks and pytest.
+test: install check-clean test-nb test-py
+
+check-clean: install
+	@before="$$(git diff --no-ext-diff HEAD -- nbs secondsight | sha1sum)"; \
+	$(BIN)/nbdev_clean && $(BIN)/nbdev_export; \
+	after="$$(git diff --no-ext-diff HEAD -- nbs secondsight | sha1sum)"; \
+	untracked="$$(git ls-files --others --exclude-standard -- secondsight)"; \
+	if [ "$$before" != "$$after" ] || [ -n "$$untracked" ]; then \
+	  echo "nbdev_clean/nbdev_export changed files: run them and commit the result"; \
+	  git status --short -- nbs secondsight; exit 1; fi; \
+	echo "notebooks clean and package in sync with the notebooks"
+
+test-nb: install
+	$(BIN)/nbdev_test --n_workers 2 --timing
+
+test-py: install
+	$(BIN)/python -m pytest tests -x -q
+
+# Offline docs site: nbdev_proc_nbs + nbconvert (use `nbdev_docs` where Quarto is installed).
+docs: install
+	$(BIN)/python tools/build_docs.py
+
+bench: install
+	mkdir -p bench/results
+	for b in bench/*.py; do $(BIN)/python $$b | tee bench/results/$$(basename $$b .py).txt || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)
