@@ -30,7 +30,7 @@ $(STAMP): settings.ini setup.py
 demo: install
 	mkdir -p $(RUN_DIR)
 	for nb in 00_data 01_encoders 02_gnet 03_search 04_metrics; do \
-	  $(BIN)/papermill nbs/$$nb.ipynb $(RUN_DIR)/$$nb.ipynb --cwd nbs -k python3 \
+	  $(BIN)/papermill nbs/$$nb.ipynb $(RUN_DIR)/$$nb.ipynb --cwd nbs -k python3 -l python \
 	    -p subj $(SUBJ) -p dataset demo -p out_dir $(CURDIR)/$(RUN_DIR) || exit 1; \
 	done
 	@echo "demo finished: executed notebooks and results under $(RUN_DIR)/"

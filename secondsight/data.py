@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from filelock import FileLock
 from PIL import Image
-from tqdm.auto import tqdm
+with warnings.catch_warnings():  # tqdm.auto warns when ipywidgets is missing, then falls back to text bars
+    warnings.simplefilter('ignore'); from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['SUBJECTS', 'NVOX', 'NSD_SESSIONS', 'DEFAULT_NSD_SESSIONS', 'ROIS', 'PRF_LABELS', 'DATASETS', 'NORMALIZATIONS',
