@@ -71,23 +71,27 @@ def phase_compare(a):
                 agree_top100=bool(agree), peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
 
 
+def phase_write(a):
+    "Write the float16 library to --lib-path in chunks (as library_beta_primes caches it)."
+    mm = np.lib.format.open_memmap(a.lib_path, mode='w+', dtype=np.float16, shape=(a.big_lib, a.nvox))
+    g = torch.Generator().manual_seed(2)
+    for s in range(0, a.big_lib, 4096):
+        mm[s:s + 4096] = torch.randn(min(4096, a.big_lib - s), a.nvox, generator=g).half().numpy()
+    mm.flush()
+    return dict(library_gb_on_disk=a.big_lib * a.nvox * 2 / 2**30)
+
+
 def phase_big(a):
+    "Rank the queries against the memory-mapped library (a fresh process: its peak RSS is the ranking's)."
     from secondsight.search import rank_library
     torch.set_num_threads(a.threads)
-    with tempfile.TemporaryDirectory(dir=a.tmp) as d:
-        path = Path(d) / 'primes.npy'
-        mm = np.lib.format.open_memmap(path, mode='w+', dtype=np.float16, shape=(a.big_lib, a.nvox))
-        g = torch.Generator().manual_seed(2)
-        for s in range(0, a.big_lib, 4096):                       # written in chunks, as library_beta_primes does
-            mm[s:s + 4096] = torch.randn(min(4096, a.big_lib - s), a.nvox, generator=g).half().numpy()
-        mm.flush(); del mm
-        queries = make_queries(a.queries, a.nvox, seed=3)
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        primes = np.load(path, mmap_mode='r')
-        t = time.perf_counter()
-        scores, idx = rank_library(queries, primes, top_k=100)
-        s = time.perf_counter() - t
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    queries = make_queries(a.queries, a.nvox, seed=3)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    primes = np.load(a.lib_path, mmap_mode='r')
+    t = time.perf_counter()
+    scores, idx = rank_library(queries, primes, top_k=100)
+    s = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return dict(big_lib=a.big_lib, nvox=a.nvox, queries=a.queries, big_s=s, big_s_per_query=s / a.queries,
                 peak_rss_gb=peak, peak_rss_before_ranking_gb=base, library_gb_on_disk=a.big_lib * a.nvox * 2 / 2**30)
 
@@ -102,26 +106,30 @@ def main():
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--tmp', default=None, help='folder for the temporary float16 library (default: system temp)')
     p.add_argument('--quick', action='store_true', help='small sizes (smoke test)')
-    p.add_argument('--phase', choices=['compare', 'big'], help=argparse.SUPPRESS)
+    p.add_argument('--phase', choices=['compare', 'write', 'big'], help=argparse.SUPPRESS)
+    p.add_argument('--lib-path', help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.quick: a.nvox, a.lib, a.big_lib, a.queries, a.ref_queries = 2000, 3000, 9000, 60, 2
     if a.phase:
-        print(json.dumps(dict(compare=phase_compare, big=phase_big)[a.phase](a)))
+        print(json.dumps(dict(compare=phase_compare, write=phase_write, big=phase_big)[a.phase](a)))
         return
     out = dict(bench='library_ranking', threads=a.threads, torch=torch.__version__)
-    args = [a_ for a_ in sys.argv[1:] if a_ != '--quick'] + (['--quick'] if a.quick else [])
+    args = sys.argv[1:]
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
-    for ph in ('compare', 'big'):
-        r = subprocess.run([sys.executable, __file__, *args, '--phase', ph], capture_output=True, text=True, env=env)
-        if r.returncode: sys.exit(f"phase {ph} failed:\n{r.stderr[-3000:]}")
-        out[ph] = json.loads(r.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory(dir=a.tmp) as d:
+        for ph in ('compare', 'write', 'big'):
+            r = subprocess.run([sys.executable, __file__, *args, '--phase', ph, '--lib-path', str(Path(d) / 'primes.npy')],
+                               capture_output=True, text=True, env=env)
+            if r.returncode: sys.exit(f"phase {ph} failed:\n{r.stderr[-3000:]}")
+            out[ph] = json.loads(r.stdout.strip().splitlines()[-1])
     c, b = out['compare'], out['big']
     print(f"reference: {c['ref_s_per_query']:.3f} s/query (timed on {c['ref_queries_timed']} queries, extrapolated per query); "
           f"matrix product: {c['matmul_s_per_query'] * 1e3:.2f} ms/query ({c['matmul_queries']} queries in one call) "
           f"at {c['lib']} x {c['nvox']}: {c['speedup']:.0f}x faster, same top-100: {c['agree_top100']}", file=sys.stderr)
     print(f"{b['queries']} queries vs {b['big_lib']} x {b['nvox']} float16 memmap: {b['big_s']:.1f} s on {a.threads} threads, "
           f"peak RSS {b['peak_rss_gb']:.2f} GB", file=sys.stderr)
-    out.update(speedup=c['speedup'], ranking_982_vs_63000_s=b['big_s'], peak_rss_gb=b['peak_rss_gb'],
+    out.update(speedup=c['speedup'], big_ranking_s=b['big_s'], big_ranking_shape=[b['queries'], b['big_lib'], b['nvox']],
+               peak_rss_gb=b['peak_rss_gb'],
                note='reference timed on a few queries and extrapolated per query')
     print(json.dumps(out))
 

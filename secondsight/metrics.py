@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_metrics.ipynb #6fb45788
 from __future__ import annotations
-import hashlib, json, os, time, warnings, zlib
+import hashlib, json, logging, os, time, warnings, zlib
 from dataclasses import dataclass, asdict, replace, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -17,7 +17,7 @@ from torchvision.transforms import InterpolationMode
 from PIL import Image
 from skimage.color import rgb2gray
 from skimage.metrics import structural_similarity
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .data import as_images, load_image, atomic_write, file_lock, cache_dir, subj_name, ROIS
 
@@ -25,11 +25,11 @@ from .data import as_images, load_image, atomic_write, file_lock, cache_dir, sub
 __all__ = ['METRICS', 'LOW_LEVEL', 'TWO_WAY', 'DISTANCE', 'LOWER_IS_BETTER', 'RANDOM_WEIGHTS_LABEL', 'NETS', 'CONVENTIONS',
            'IMAGENET_NORM', 'CLIP_NORM', 'NET_METRICS', 'METRIC_NET', 'SWAV_URL', 'CLIP_ARCH', 'SEEN', 'PUBLISHED',
            'PUBLISHED_BRAIN', 'metric_label', 'MetricConvention', 'get_convention', 'scale_nets', 'resize_images',
-           'pearson_rows', 'pixcorr', 'to_gray', 'ssim', 'corr_matrix', 'two_way_identification', 'two_way',
-           'corr_distance', 'MetricWeightsError', 'MetricNet', 'load_metric_net', 'image_metrics', 'brain_correlation',
-           'TrueBrain', 'brain_metrics', 'Run', 'read_run', 'stage_table', 'to_markdown', 'caveats',
-           'published_comparison', 'published_brain_comparison', 'plot_stage_metrics', 'plot_brain_rois', 'plot_grid',
-           'Evaluation', 'table_markdown', 'mean_over_subjects', 'evaluate_subject', 'evaluate_run']
+           'pearson_rows', 'pixcorr', 'to_gray', 'ssim_gray', 'ssim', 'corr_matrix', 'two_way_identification',
+           'two_way', 'corr_distance', 'MetricWeightsError', 'MetricNet', 'load_metric_net', 'image_metrics',
+           'brain_correlation', 'TrueBrain', 'brain_metrics', 'Run', 'read_run', 'stage_table', 'to_markdown',
+           'caveats', 'published_comparison', 'published_brain_comparison', 'plot_stage_metrics', 'plot_brain_rois',
+           'plot_grid', 'Evaluation', 'table_markdown', 'mean_over_subjects', 'evaluate_subject', 'evaluate_run']
 
 # %% ../nbs/04_metrics.ipynb #69782e9f
 METRICS = ('PixCorr', 'SSIM', 'AlexNet(2)', 'AlexNet(5)', 'InceptionV3', 'CLIP', 'EffNet-B', 'SwAV')
@@ -117,8 +117,7 @@ def scale_nets(convention:str|MetricConvention, # the convention to vary
     conv = get_convention(convention)
     if scale == 1: return conv
     if not 0 < scale <= 1: raise ValueError(f"scale_nets: scale={scale!r}; expected 0 < scale <= 1.")
-    # CLIP's ViT has a fixed input size (its position embeddings); InceptionV3 needs >= 75 px
-    sizes = tuple((n, s if n == 'clip' else max(80, int(round(s * scale)))) for n, s in conv.net_sizes)
+    sizes = tuple((n, max(80, int(round(s * scale)))) for n, s in conv.net_sizes)  # InceptionV3 needs >= 75 px
     return replace(conv, name=f"{conv.name}@{scale:g}x-nets", net_sizes=sizes)
 
 # %% ../nbs/04_metrics.ipynb #55b1c794
@@ -137,7 +136,7 @@ def resize_images(images, # float (n,3,H,W) in [0,1], or anything `as_images` ta
     if backend == 'pil':
         u8 = _to_u8(x)
         out = np.stack([np.asarray(Image.fromarray(im).resize((size, size), _RESAMPLE[resample])) for im in u8])
-        return as_images(out)
+        return as_images(out, device=x.device)
     if backend != 'torch': raise ValueError(f"resize_images backend={backend!r}: expected 'torch' or 'pil'.")
     if tuple(x.shape[-2:]) == (size, size): return x
     if resample == 'lanczos': raise ValueError("resize_images: torchvision cannot resize tensors with 'lanczos'; use backend='pil'.")
@@ -179,8 +178,19 @@ def pixcorr(gt, # seen images (n,3,H,W) float in [0,1] (or uint8 (n,H,W,3))
 # %% ../nbs/04_metrics.ipynb #ae94c62d
 def to_gray(images)->np.ndarray:
     "scikit-image `rgb2gray` of float images: (n,3,H,W) -> float64 (n,H,W)."
-    x = as_images(images).permute(0, 2, 3, 1).double().numpy()
-    return rgb2gray(x)
+    x = as_images(images).double()
+    return torch.einsum('nchw,c->nhw', x, torch.tensor([0.2125, 0.7154, 0.0721], dtype=torch.float64)).numpy()
+
+def ssim_gray(x:np.ndarray, # (n,H,W) float64 gray images (reconstructions)
+              y:np.ndarray, # (n,H,W) float64 gray images (ground truths)
+              convention:str|MetricConvention='mindeye2', # SSIM arguments of this convention
+             )->np.ndarray: # (n,) SSIM per image
+    "scikit-image SSIM of gray images with the convention's arguments, per image."
+    conv = get_convention(convention)
+    dr = np.ones(len(y)) if conv.ssim_data_range == 'fixed' else y.max((1, 2)) - y.min((1, 2))
+    kw = dict(channel_axis=-1) if conv.ssim_per_column else {}  # columns as "channels": skimage<=0.19 multichannel
+    return np.array([structural_similarity(x[i], y[i], gaussian_weights=True, sigma=1.5, data_range=float(dr[i]),
+                                           use_sample_covariance=conv.ssim_sample_covariance, **kw) for i in range(len(y))])
 
 def ssim(gt, # seen images (n,3,H,W) float in [0,1] (or uint8 (n,H,W,3))
          recon, # reconstructions, same n
@@ -189,13 +199,7 @@ def ssim(gt, # seen images (n,3,H,W) float in [0,1] (or uint8 (n,H,W,3))
     "SSIM of gray images at 425 px with the convention's scikit-image arguments, per image."
     conv = get_convention(convention)
     g, r = to_gray(_low(gt, conv, conv.ssim_resample)), to_gray(_low(recon, conv, conv.ssim_resample))
-    out = np.empty(len(g))
-    for i in range(len(g)):
-        dr = 1.0 if conv.ssim_data_range == 'fixed' else float(g[i].max() - g[i].min())
-        kw = dict(channel_axis=-1) if conv.ssim_per_column else {}  # columns as "channels": skimage<=0.19 multichannel
-        out[i] = structural_similarity(r[i], g[i], gaussian_weights=True, sigma=1.5, data_range=dr,
-                                       use_sample_covariance=conv.ssim_sample_covariance, **kw)
-    return out
+    return ssim_gray(r, g, conv)
 
 # %% ../nbs/04_metrics.ipynb #4757094c
 def _row_stats(x:torch.Tensor, chunk:int)->tuple:
@@ -301,10 +305,18 @@ def _clip_cached(arch:str, tag:str)->bool:
     return bool(repo) and any(isinstance(try_to_load_from_cache(repo, f), str)
                               for f in ('open_clip_model.safetensors', 'open_clip_pytorch_model.bin'))
 
-def _build_clip(arch:str, pretrained:str|None, allow_download:bool)->tuple:
-    "(visual tower, description) of an open_clip model; `pretrained=None` for random weights."
+def _build_clip(arch:str, pretrained:str|None, allow_download:bool, size:int=224)->tuple:
+    "(visual tower, description) of an open_clip model; `pretrained=None` for random weights (built for `size` px)."
     import open_clip
-    if pretrained is None: return open_clip.create_model(arch, pretrained=None).visual, f"open_clip {arch}"
+    if pretrained is None:
+        native = open_clip.get_model_config(arch)['vision_cfg']['image_size']
+        log = logging.getLogger(); level = log.level; log.setLevel(logging.ERROR)  # "No pretrained weights loaded": we know
+        try: model = open_clip.create_model(arch, pretrained=None, force_image_size=size)
+        finally: log.setLevel(level)
+        return (model.visual,
+                f"open_clip {arch}" + (f" at {size} px" if size != native else ''))
+    if size != 224: raise ValueError(f"CLIP {arch} ({pretrained}) takes 224-px images, but the convention asks for {size} px; "
+                                     "use an unscaled convention with pretrained weights.")
     what = f"CLIP {arch} ({pretrained})"
     hub = (open_clip.get_pretrained_cfg(arch, pretrained) or {}).get('hf_hub', '?').strip('/')
     how = (f"On a machine with internet run `python -c \"import open_clip; open_clip.create_model('{arch}', pretrained='{pretrained}')\"` "
@@ -333,7 +345,8 @@ class MetricNet:
 
     def prepare(self, images)->torch.Tensor:
         "Convention's resizing and normalisation: float (n,3,size,size) on the net's device."
-        x = resize_images(_common(images, self.conv), self.size, self.conv.net_resample, self.conv.net_backend, self.conv.net_antialias)
+        x = as_images(images, device=self.device)  # resize on the device ('pil' goes through the CPU)
+        x = resize_images(_common(x, self.conv), self.size, self.conv.net_resample, self.conv.net_backend, self.conv.net_antialias)
         return TF.normalize(x, self.mean, self.std).to(self.device, self.dtype)
 
     @torch.inference_mode()
@@ -370,7 +383,7 @@ def load_metric_net(net:str, # one of NETS: 'alexnet', 'inception', 'clip', 'eff
         torch.manual_seed(seed + zlib.crc32(net.encode()))  # fixed random weights per network
         if net == 'clip':
             arch = clip_arch or CLIP_ARCH
-            module, desc = _build_clip(arch, None if random else clip_pretrained, allow_download)
+            module, desc = _build_clip(arch, None if random else clip_pretrained, allow_download, conv.net_size('clip'))
             if arch != CLIP_ARCH: desc += f" (stand-in for OpenAI {CLIP_ARCH})"
         else:
             module, desc = _build_torchvision(net, conv, not random, allow_download)
@@ -387,7 +400,20 @@ def _digest(images)->str:
     "Content hash of a stack of images (to skip repeated stages)."
     return hashlib.sha1(_to_u8(as_images(images)).tobytes()).hexdigest()
 
-def _net_labels(nets:dict)->dict: return {n: m.label for n, m in nets.items()}
+def _low_level(gt, recons:dict, conv:MetricConvention, metrics, vals:dict, chunk:int=64):
+    "PixCorr and SSIM of every stage into vals[stage][metric]; the GT is prepared once per chunk of images."
+    out = {st: {m: [] for m in LOW_LEVEL if m in metrics} for st in recons}
+    same = conv.ssim_resample == conv.pixcorr_resample
+    for s in range(0, len(gt), chunk):
+        g_pix = _low(gt[s:s + chunk], conv, conv.pixcorr_resample)
+        g_gray = to_gray(g_pix if same else _low(gt[s:s + chunk], conv, conv.ssim_resample))
+        for st, x in recons.items():
+            r_pix = _low(as_images(x[s:s + chunk]), conv, conv.pixcorr_resample)
+            if 'PixCorr' in metrics: out[st]['PixCorr'].append(pearson_rows(g_pix, r_pix))
+            if 'SSIM' in metrics:
+                r_gray = to_gray(r_pix if same else _low(as_images(x[s:s + chunk]), conv, conv.ssim_resample))
+                out[st]['SSIM'].append(ssim_gray(r_gray, g_gray, conv))
+    for st, d in out.items(): vals[st].update({m: np.concatenate(v) for m, v in d.items()})
 
 def image_metrics(gt, # seen images (N,3,H,W) float in [0,1] or uint8 (N,H,W,3)
                   recons:dict, # stage name -> reconstructions of the same N images, same order
@@ -410,10 +436,7 @@ def image_metrics(gt, # seen images (N,3,H,W) float in [0,1] or uint8 (N,H,W,3)
     for st, d in digests.items(): first.setdefault(d, st)
     todo = [st for st in recons if first[digests[st]] == st]
     vals = {st: {} for st in todo}
-    for st in todo:
-        x = recons[st]
-        if 'PixCorr' in metrics: vals[st]['PixCorr'] = pixcorr(gt, x, conv)
-        if 'SSIM' in metrics: vals[st]['SSIM'] = ssim(gt, x, conv)
+    if 'PixCorr' in metrics or 'SSIM' in metrics: _low_level(gt, {st: recons[st] for st in todo}, conv, metrics, vals)
     nets = [n for n in NETS if any(METRIC_NET.get(m) == n for m in metrics)]
     labels, bar = {}, tqdm(total=len(nets) * len(todo), desc='metric networks', disable=not progress)
     for n in nets:
@@ -541,7 +564,7 @@ def stage_table(per_image:pd.DataFrame, # from image_metrics (columns stage, ima
     g = per_image.groupby('stage', sort=False)
     t = g[ms].mean(); t.insert(0, 'n', g.size())
     if brain is not None and len(brain):
-        rois = [c for c in brain.columns if c not in ('encoder', 'stage', 'image')]
+        rois = [c for c in brain.columns if c not in ('encoder', 'stage', 'image', 'nsd_id')]
         b = brain.groupby(['stage', 'encoder'], sort=False)[rois].mean().unstack('encoder')
         b.columns = [f'{enc}:{roi}' for roi, enc in b.columns]
         encs = list(dict.fromkeys(brain.encoder))
@@ -645,7 +668,7 @@ def plot_brain_rois(table:pd.DataFrame, # stage table with 'encoder:roi' columns
             if SEEN in table.index: ax.axhline(table.loc[SEEN, c], ls='--', lw=0.8, c=col)
         ax.set_title(f"encoder: {e}" + (' (simulator, non-circular)' if e == 'true' else ''), fontsize=9)
         ax.set_xticks(range(len(st))); ax.set_xticklabels(st, rotation=70, fontsize=6); ax.set_ylabel('Pearson r (voxels)', fontsize=8)
-    axs[0, -1].legend(fontsize=6, loc='lower right')
+    axs[0, -1].legend(fontsize=6, loc='center left', bbox_to_anchor=(1.01, 0.5))
     fig.suptitle('\n'.join(t for t in (title, note) if t), fontsize=9)
     fig.tight_layout()
     return fig
@@ -711,7 +734,8 @@ def table_markdown(table:pd.DataFrame, # stage table (one subject or the mean)
                    title:str, # H1 title
                    notes:list, # caveat lines
                    published:bool=True, # append the published numbers beside ours
-                   label:str='ours', # name of our rows in the published comparison
+                   label:str='ours', # name of our rows in the published image-metric comparison
+                   brain_label:str|None=None, # name of our rows in the brain comparison (default: label)
                   )->str:
     "Markdown report of a stage table: caveats, image metrics, brain correlation per encoder, published numbers."
     out = [f'# {title}', '', *[f'- {c}' for c in notes], '',
@@ -736,7 +760,7 @@ def table_markdown(table:pd.DataFrame, # stage table (one subject or the mean)
                 '- Not comparable unless the convention, the weights, the test set (N) and the data set all match (see the notes above).', '',
                 to_markdown(published_comparison(table, f'{label}: final')), '']
         if 'gnet:nsdgeneral' in table:
-            out += [to_markdown(published_brain_comparison(table, label)), '']
+            out += [to_markdown(published_brain_comparison(table, brain_label or label)), '']
     return '\n'.join(out)
 
 def mean_over_subjects(tables:dict, # subj -> stage table
@@ -775,12 +799,12 @@ def evaluate_subject(run:Run, # from read_run
     ids = [int(i) for i in subject.test_nsd_ids]
     missing = [i for i in run.nsd_ids if i not in ids]
     if missing: raise ValueError(f"{run.out_dir}: nsd ids {missing[:5]} are not test images of {subj_name(subject.subj)} ({subject.dataset}).")
+    encs = _resolve_encoders(encoders, subject, device)  # before the long part: a bad name fails at once
     gt = np.asarray(subject.images(np.asarray(run.nsd_ids)))
     _check_seen(run, gt)
     recons = {st: run.images(st) for st in run.stages}
     per_image = image_metrics(gt, recons, conv, weights, metrics, device, batch_size, clip_arch, allow_download, progress)
     t1 = time.time()
-    encs = _resolve_encoders(encoders, subject, device)
     betas = np.asarray(subject.test_betas('average'))[[ids.index(i) for i in run.nsd_ids]]
     brain = brain_metrics(betas, recons, encs, subject.roi_masks, seen=gt, progress=progress) if encs else None
     t2 = time.time()
@@ -808,7 +832,8 @@ def _write_subject(d:Path, name:str, per_image, brain, table, settings, notes, g
     with atomic_write(d / f'{name}_table.csv') as tmp: table.to_csv(tmp)
     files += [d / f'{name}_per_image.csv', d / f'{name}_table.csv']
     label = f"ours: {name}" + (f" ({settings['dataset']}, {RANDOM_WEIGHTS_LABEL.split(':')[0]})" if settings['weights'] == 'random' else '')
-    files.append(_write(d / f'{name}_table.md', table_markdown(table, f'{name}: metrics per stage', notes, label=label)))
+    files.append(_write(d / f'{name}_table.md', table_markdown(table, f'{name}: metrics per stage', notes, label=label,
+                                                                brain_label=f"ours: {name} ({settings['dataset']})")))
     if figures:
         note = RANDOM_WEIGHTS_LABEL if settings['weights'] == 'random' else ''
         title = f"{name} ({settings['dataset']}, N={settings['n_images']}, convention {settings['convention']['name']})"

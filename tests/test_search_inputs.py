@@ -76,3 +76,12 @@ def test_unclip_generator_input_errors():
     with pytest.raises(ValueError, match="init_images=None needs strength=1"): gen.vary(None, e[:1], 0.5, 1)
     with pytest.raises(ValueError, match="embeds must have 32 values per row"): gen.vary(img[:1], torch.randn(1, 5), 0.5, 1)
     assert gen.vary(None, e[:1], 1.0, 2, seed=0).shape == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_unclip_half_precision(dtype):
+    gen = tiny_unclip(num_inference_steps=4, dtype=dtype)
+    x = torch.rand(1, 3, 32, 32)
+    y = gen.vary(x, gen.embed(x), 0.7, 2, seed=0)
+    assert y.dtype == torch.float32 and y.shape == (2, 3, 32, 32) and torch.isfinite(y).all()
+    assert 0 <= y.min() and y.max() <= 1

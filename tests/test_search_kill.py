@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 4
 RUN = """
 import sys
@@ -23,7 +24,7 @@ def snapshot(root: Path) -> dict:
 
 def start(out):
     return subprocess.Popen([sys.executable, '-c', RUN, str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, cwd=ROOT)
 
 
 def test_kill_and_resume(tmp_path):
@@ -41,7 +42,7 @@ def test_kill_and_resume(tmp_path):
     assert 0 < len(done) < N_IMAGES, f"kill did not land mid-subject ({len(done)} of {N_IMAGES} finished); retry"
     before = {d: snapshot(out / 'images' / d) for d in done}
 
-    r = subprocess.run([sys.executable, '-c', RUN, str(out)], capture_output=True, text=True, timeout=900)
+    r = subprocess.run([sys.executable, '-c', RUN, str(out)], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     for d, snap in before.items(): assert snapshot(out / 'images' / d) == snap, f"finished image {d} was rewritten"
     dirs = sorted(p.name for p in (out / 'images').iterdir())
