@@ -3,14 +3,16 @@ reference's per-query repeat-and-correlate (Second-Sight `src/library_assembler.
 repetition, repeat the query L times and compute a row-wise Pearson r with torchmetrics' `PearsonCorrCoef`
 formula against the transposed library chunk).
 
-Two phases, each in its own subprocess so that its peak memory (ru_maxrss) is its own:
+Each phase runs in its own subprocess so that its peak memory (ru_maxrss) is its own:
 
 1. `compare`: a library of `--lib` x `--nvox` float32 beta primes (default 21,000 x 15,724, the reference's chunk)
    and `--queries` nested test queries (3 repetitions, some missing). The reference is timed on `--ref-queries`
    queries only (it takes seconds per query) and its time *per query* is extrapolated; the matrix product ranks all
    queries in one call. Both rankings are checked to agree (top-100 indices and scores).
 2. `big`: `--queries` queries (default 982, the SS test set) against a `--big-lib` x `--nvox` float16 library
-   memory-mapped from disk (default 63,000 x 15,724, every image subject 1 never saw), as the runner does.
+   memory-mapped from disk (default 63,000 x 15,724, every image subject 1 never saw), as the runner does; the
+   library file is written beforehand by another process (`write`), so the peak RSS is the ranking's own (it
+   includes the library pages mapped while reading).
 
 Run: `python bench/library_ranking.py` (full size: ~10 GB RAM and ~2 GB of temporary disk; a few minutes on
 2 cores) or `--quick` for a small smoke run. Ends by printing ONE JSON line of the figures.
