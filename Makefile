@@ -13,7 +13,7 @@ export PYTHONHASHSEED := 0
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test test-nb test-py check-clean docs bench clean-venv
+.PHONY: install demo test test-nb test-py check-clean docs bench bench-gpu clean-venv
 
 install: $(STAMP)
 
@@ -58,9 +58,16 @@ test-py: install
 docs: install
 	$(BIN)/python tools/build_docs.py
 
+# CPU benchmarks (each ends with one JSON line; results in bench/results/, figures in nbs/bench.ipynb)
 bench: install
 	mkdir -p bench/results
-	for b in bench/*.py; do $(BIN)/python $$b | tee bench/results/$$(basename $$b .py).txt || exit 1; done
+	for b in preprocess_session gnet_throughput library_ranking; do \
+	  $(BIN)/python bench/$$b.py | tee bench/results/$$b.txt || exit 1; done
+
+# GPU benchmark: the real SD 2.1 unCLIP architecture (random weights) at 768 px, fp16; needs CUDA
+bench-gpu: install
+	mkdir -p bench/results
+	$(BIN)/python bench/gpu_search.py | tee bench/results/gpu_search.txt
 
 clean-venv:
 	rm -rf $(VENV)
