@@ -804,6 +804,7 @@ def reconstruct_image(cfg:SearchConfig, subject, nsd_id:int,
                  seed=seeds['search'], progress=progress)
     iters = {f'iter_{i + 1:02d}': im for i, im in enumerate(res.iter_images)}
     stages = dict(random=rand_img, library=lib_img, lowlevel=guess.lowlevel, initial=initial, **iters, final=res.best_image)
+    stages = {k: as_images(to_uint8(im)) for k, im in stages.items()}      # 8-bit, as stored: scores are those of the PNGs
     # 3. Scores of every stage
     true_brain = subject.true_betas if subject.dataset == 'demo' else None
     scores = stage_scores(stages, seen, measured, encoders['hybrid'], true_brain)
