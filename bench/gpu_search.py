@@ -99,7 +99,8 @@ def main():
     if torch.device(a.device).type == 'cuda' and not torch.cuda.is_available():
         sys.exit("bench/gpu_search.py needs a CUDA GPU: torch.cuda.is_available() is False on this machine. "
                  "Run it on a GPU machine, or `python bench/gpu_search.py --device cpu --tiny` for a smoke test.")
-    from secondsight.search import search, tiny_unclip, derive_seed, slerp
+    from secondsight.core import derive_seed
+    from secondsight.search import search, tiny_unclip, slerp
     device, dtype = torch.device(a.device), getattr(torch, a.dtype)
     if a.tiny:
         a.steps, a.batch, a.n_single = min(a.steps, 4), min(a.batch, 4), min(a.n_single, 2)

@@ -12,19 +12,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
-from filelock import FileLock
+
 from PIL import Image
 with warnings.catch_warnings():  # tqdm.auto warns when ipywidgets is missing, then falls back to text bars
     warnings.simplefilter('ignore'); from tqdm.auto import tqdm
+from .core import (SUBJECTS, DATASETS, check_subject, subj_name, data_dir, cache_dir, atomic_write, file_lock, _size_hw, _resize_uint8, as_images)
 
 # %% auto #0
-__all__ = ['SUBJECTS', 'NVOX', 'NSD_SESSIONS', 'DEFAULT_NSD_SESSIONS', 'ROIS', 'PRF_LABELS', 'DATASETS', 'NORMALIZATIONS',
-           'NSD_BUCKET', 'NSD_TERMS_URL', 'NSD_ROIS', 'DEMO_VERSION', 'DEMO', 'CACHE_VERSION', 'check_subject',
-           'subj_name', 'data_dir', 'cache_dir', 'atomic_write', 'file_lock', 'as_images', 'to_uint8', 'save_image',
-           'load_image', 'nsd_key', 'nsd_path', 'CorruptFileError', 'read_expdesign', 'read_stim_info', 'read_volume',
-           'read_rois', 'roi_masks', 'nifti_header', 'read_betas', 'make_demo_stimuli', 'contrast_energy', 'DemoBrain',
-           'make_demo_nsd', 'ensure_demo', 'preprocess_betas', 'Subject', 'load_subject', 'parse_ranges', 'nsd_files',
-           'download_nsd', 'download_cli']
+__all__ = ['NVOX', 'NSD_SESSIONS', 'DEFAULT_NSD_SESSIONS', 'ROIS', 'PRF_LABELS', 'NORMALIZATIONS', 'NSD_BUCKET', 'NSD_TERMS_URL',
+           'NSD_ROIS', 'DEMO_VERSION', 'DEMO', 'CACHE_VERSION', 'nsd_key', 'nsd_path', 'CorruptFileError',
+           'read_expdesign', 'read_stim_info', 'read_volume', 'read_rois', 'roi_masks', 'nifti_header', 'read_betas',
+           'make_demo_stimuli', 'contrast_energy', 'DemoBrain', 'make_demo_nsd', 'ensure_demo', 'preprocess_betas',
+           'Subject', 'load_subject', 'parse_ranges', 'nsd_files', 'download_nsd', 'download_cli']
 
 # %% ../nbs/00_data.ipynb #aa3c26a0
 import h5py
@@ -33,146 +32,12 @@ import pandas as pd
 import scipy.io
 
 # %% ../nbs/00_data.ipynb #2aef9cea
-SUBJECTS = (1, 2, 5, 7)  # the subjects of Second Sight / MindEye / Brain-Diffuser
 NVOX = {1: 15724, 2: 14278, 3: 15226, 4: 13153, 5: 13039, 6: 17907, 7: 12682, 8: 14386}  # nsdgeneral==1 voxels
 NSD_SESSIONS = {1: 40, 2: 40, 3: 32, 4: 30, 5: 40, 6: 32, 7: 40, 8: 30}  # NSD core sessions per subject
 DEFAULT_NSD_SESSIONS = tuple(range(1, 38))  # SS/BD/MindEye parity: the 37 sessions public before 2023-08
 ROIS = ('V1', 'V2', 'V3', 'V4', 'early_vis', 'higher_vis', 'nsdgeneral')
 PRF_LABELS = {'V1': (1, 2), 'V2': (3, 4), 'V3': (5, 6), 'V4': (7,)}  # prf-visualrois: v/d pairs, 7 = hV4
-DATASETS = ('demo', 'nsd')
 NORMALIZATIONS = ('zscore', 'session')
-
-def check_subject(subj) -> int:
-    "Return `subj` as an int after checking it is an NSD subject (1-8)."
-    if isinstance(subj, (bool, np.bool_)) or not isinstance(subj, (int, np.integer)) or not 1 <= int(subj) <= 8:
-        raise ValueError(f"subj={subj!r} is not an NSD subject: expected an int in 1-8 (the references use "
-                         f"{', '.join(map(str, SUBJECTS))}, who completed all 40 sessions). Pass one of these.")
-    return int(subj)
-
-def subj_name(subj) -> str:
-    "The folder name NSD uses for a subject: 1 -> 'subj01'."
-    return f"subj{check_subject(subj):02d}"
-
-# %% ../nbs/00_data.ipynb #3f14e4a4
-def _project_root() -> Path | None:
-    "The secondsight checkout (folder with a settings.ini naming lib_name secondsight), if any."
-    starts = [Path.cwd()]
-    with contextlib.suppress(NameError): starts.insert(0, Path(__file__).resolve().parent)
-    for start in starts:
-        for d in (start, *start.parents):
-            ini = d/'settings.ini'
-            if ini.is_file() and re.search(r'^lib_name\s*=\s*secondsight\s*$', ini.read_text(), re.M): return d
-    return None
-
-def data_dir(path=None  # explicit location; wins over everything
-            ) -> Path:
-    "Root of NSD mirrors, the demo and caches: `path` > $SECONDSIGHT_DATA > <checkout>/data > ~/.cache/secondsight."
-    if path is not None: return Path(path).expanduser()
-    if os.environ.get('SECONDSIGHT_DATA'): return Path(os.environ['SECONDSIGHT_DATA']).expanduser()
-    root = _project_root()
-    return root/'data' if root is not None else Path.home()/'.cache'/'secondsight'
-
-def cache_dir(dataset:str, # 'demo' or 'nsd'
-              subj:int,    # NSD subject
-              ) -> Path:
-    "Per-subject cache folder `data_dir()/'cache'/dataset/'subj01'` (created)."
-    if dataset not in DATASETS: raise ValueError(f"dataset={dataset!r}: expected one of {DATASETS}.")
-    d = data_dir()/'cache'/dataset/subj_name(subj)
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-# %% ../nbs/00_data.ipynb #98d88268
-@contextlib.contextmanager
-def atomic_write(path,     # final file name
-                 mode=None # None: yield a temporary path; 'w'/'wb': yield a file opened with that mode
-                ):
-    "Write to a temporary file beside `path`, then `os.replace` it onto `path`; on error remove it."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}.{path.name}")
-    try:
-        if mode is None: yield tmp
-        else:
-            with open(tmp, mode) as f: yield f
-        if not tmp.exists():
-            raise FileNotFoundError(f"atomic_write({path}): nothing was written to the temporary file {tmp}; "
-                                    "write to the yielded path (keep its name: np.save appends .npy otherwise).")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-
-def file_lock(path,       # the resource to guard (its lock file is `<path>.lock`), or a path ending in .lock
-              timeout=-1  # seconds to wait; -1 waits forever
-             ) -> FileLock:
-    "An inter-process lock for `path` (use as a context manager). Do not nest locks on the same path."
-    p = Path(path)
-    lp = p if p.suffix == '.lock' else p.with_name(p.name + '.lock')
-    lp.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(lp), timeout=timeout)
-
-# %% ../nbs/00_data.ipynb #6d31b3e0
-def _size_hw(size):
-    if size is None: return None
-    if isinstance(size, (int, np.integer)): return (int(size), int(size))
-    if len(size) == 2: return (int(size[0]), int(size[1]))
-    raise ValueError(f"size={size!r}: expected an int (square) or (H, W).")
-
-def _resize_uint8(x, hw):
-    "uint8 (n,H,W,3) -> uint8 (n,h,w,3) with PIL LANCZOS."
-    if hw is None or tuple(x.shape[1:3]) == hw: return x
-    return np.stack([np.asarray(Image.fromarray(im).resize((hw[1], hw[0]), Image.LANCZOS)) for im in x])
-
-def as_images(x,           # uint8 (n,H,W,3)/(H,W,3) numpy, torch uint8/float (n,3,H,W) or (n,H,W,3), PIL or list of PIL
-              device=None, # move the result there
-              size=None    # resize to size x size (or (H, W))
-             ) -> torch.Tensor:
-    "Images as torch float32 (n, 3, H, W) in [0, 1]."
-    hw = _size_hw(size)
-    if isinstance(x, Image.Image): x = [x]
-    if isinstance(x, (list, tuple)):
-        if len(x) == 0: raise ValueError("as_images: got an empty list of images.")
-        x = np.stack([np.asarray(im.convert('RGB')) for im in x]) if isinstance(x[0], Image.Image) \
-            else (torch.stack(list(x)) if torch.is_tensor(x[0]) else np.stack(x))
-    if torch.is_tensor(x) and x.dtype == torch.uint8: x = x.cpu().numpy()
-    if isinstance(x, np.ndarray):
-        if x.ndim == 3: x = x[None]
-        if x.ndim != 4 or 3 not in (x.shape[1], x.shape[-1]):
-            raise ValueError(f"as_images: expected images of shape (n, H, W, 3) or (n, 3, H, W), got {x.shape}.")
-        if x.shape[-1] != 3: x = x.transpose(0, 2, 3, 1)  # -> (n, H, W, 3)
-        if x.dtype == np.uint8: return torch.from_numpy(np.ascontiguousarray(_resize_uint8(x, hw))).permute(0, 3, 1, 2).float().div(255).to(device)
-        if x.dtype.kind != 'f': raise ValueError(f"as_images: expected uint8 or float images, got dtype {x.dtype}.")
-        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 3, 1, 2)
-    if not torch.is_tensor(x) or not x.is_floating_point():
-        raise TypeError(f"as_images: cannot interpret {type(x).__name__} as images.")
-    if x.ndim == 3: x = x[None]
-    if x.ndim != 4 or 3 not in (x.shape[1], x.shape[-1]):
-        raise ValueError(f"as_images: expected images of shape (n, 3, H, W) or (n, H, W, 3), got {tuple(x.shape)}.")
-    if x.shape[1] != 3: x = x.permute(0, 3, 1, 2)
-    x = x.to(device=device, dtype=torch.float32)
-    if hw is not None and tuple(x.shape[-2:]) != hw:
-        x = F.interpolate(x, size=hw, mode='bicubic', antialias=True, align_corners=False).clamp_(0, 1)
-    return x
-
-# %% ../nbs/00_data.ipynb #1ae8e244
-def to_uint8(images # anything `as_images` accepts
-            ) -> np.ndarray:
-    "Images as numpy uint8 (n, H, W, 3), the imgBrick layout."
-    if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4 and images.shape[-1] == 3:
-        return images
-    x = as_images(images).detach().cpu()
-    return x.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-def save_image(path, # PNG file to write (atomically)
-               img   # one image: uint8 (H,W,3), float (3,H,W) / (1,3,H,W) in [0,1], or PIL
-              ):
-    "Write one image as PNG (temporary file + rename)."
-    arr = to_uint8(img)
-    if arr.shape[0] != 1: raise ValueError(f"save_image({path}): expected one image, got {arr.shape[0]}.")
-    with atomic_write(path) as tmp: Image.fromarray(arr[0]).save(tmp, format='PNG')
-
-def load_image(path) -> np.ndarray:
-    "Read an image file as uint8 (H, W, 3) RGB."
-    with Image.open(path) as im: return np.asarray(im.convert('RGB'))
 
 # %% ../nbs/00_data.ipynb #41cd31e0
 NSD_BUCKET = 'natural-scenes-dataset'

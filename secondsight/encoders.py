@@ -12,7 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 from safetensors.torch import save_file, load_file
-from .data import as_images, cache_dir, file_lock, atomic_write, subj_name, ROIS
+from .data import ROIS
+from .core import (subj_name, cache_dir, atomic_write, file_lock, as_images, seeded, voxel_corr)
 
 # %% auto #0
 __all__ = ['OPENAI_MEAN', 'OPENAI_STD', 'DEMO_ARCH', 'DEMO_ARCH_CONFIG', 'MODEL_CLASSES', 'HF_REPO', 'DEMO_CLIP', 'DEMO_AE',
@@ -20,7 +21,7 @@ __all__ = ['OPENAI_MEAN', 'OPENAI_STD', 'DEMO_ARCH', 'DEMO_ARCH_CONFIG', 'MODEL_
            'BetaAutoencoder', 'save_model', 'load_model', 'torch_load', 'released_model_path',
            'load_released_clip_encoder', 'load_released_autoencoder', 'fit_regressor', 'train_clip_encoder',
            'train_autoencoder', 'model_fingerprint', 'ClipBetaEncoder', 'EnsembleEncoder', 'PixelRidgeEncoder',
-           'voxel_corr', 'noise_ceiling', 'validate', 'plot_validation', 'library_beta_primes']
+           'noise_ceiling', 'validate', 'plot_validation', 'library_beta_primes']
 
 # %% ../nbs/01_encoders.ipynb #37c46656
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -398,9 +399,6 @@ def _trial_data(subject, rows_by_nsd_id, trials):
     ids = np.asarray(subject.trial_nsd_ids)[trials]
     return np.asarray(rows_by_nsd_id[ids], dtype=np.float32), np.asarray(subject.betas[trials], dtype=np.float32)
 
-def _seeded(build, seed):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed); return build()
 
 def train_clip_encoder(subject, # a `secondsight.data.Subject`
                        embeddings, # (n_images, d) image embeddings, row = nsd_id (`image_embeddings`)
@@ -412,7 +410,7 @@ def train_clip_encoder(subject, # a `secondsight.data.Subject`
     "Train the CLIP encoder on a subject's single-trial betas (train trials), early-stopped on the validation trials"
     xt, yt = _trial_data(subject, embeddings, subject.train_trials)
     xv, yv = _trial_data(subject, embeddings, subject.val_trials)
-    model = _seeded(lambda: CLIPEncoder(subject.nvox, xt.shape[1], hidden), seed)
+    model = seeded(lambda: CLIPEncoder(subject.nvox, xt.shape[1], hidden), seed)
     hist = fit_regressor(model, xt, yt, xv, yv, lr=lr, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
                          seed=seed, device=device, progress=progress, desc=f'CLIP encoder {subj_name(subject.subj)}')
     return model, hist
@@ -426,7 +424,7 @@ def train_autoencoder(subject, # a `secondsight.data.Subject`
     "Train the autoencoder: measured single-trial betas -> the beta primes of the image shown on that trial"
     yt, xt = _trial_data(subject, beta_primes, subject.train_trials)
     yv, xv = _trial_data(subject, beta_primes, subject.val_trials)
-    model = _seeded(lambda: BetaAutoencoder(subject.nvox, dims), seed)
+    model = seeded(lambda: BetaAutoencoder(subject.nvox, dims), seed)
     hist = fit_regressor(model, xt, yt, xv, yv, lr=lr, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
                          seed=seed, device=device, progress=progress, desc=f'autoencoder {subj_name(subject.subj)}')
     return model, hist
@@ -572,17 +570,6 @@ class PixelRidgeEncoder:
         return _select(out.float(), mask)
 
 # %% ../nbs/01_encoders.ipynb #9b44da9d
-def voxel_corr(pred, # (n, nvox) predictions
-               target, # (n, nvox) measurements
-              ) -> np.ndarray: # float32 (nvox,) Pearson r per voxel (0 where either side is constant)
-    "Pearson correlation per column"
-    p = torch.as_tensor(np.asarray(pred, np.float64)); t = torch.as_tensor(np.asarray(target, np.float64))
-    if p.shape != t.shape: raise ValueError(f"voxel_corr: shapes differ: pred {tuple(p.shape)} vs target {tuple(t.shape)}")
-    p, t = p - p.mean(0), t - t.mean(0)
-    den = (p.square().sum(0) * t.square().sum(0)).sqrt()
-    r = torch.where(den > 0, (p * t).sum(0) / den.clamp_min(1e-300), torch.zeros_like(den))
-    return r.float().numpy()
-
 def noise_ceiling(betas_nest, # (n_images, n_reps, nvox) repetitions, missing ones all-zero
                   counts, # (n_images,) number of valid repetitions of each image
                   n_avg=None, # trials averaged in the data being predicted (None: each image's own count)

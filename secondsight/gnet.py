@@ -4,23 +4,22 @@
 
 # %% ../nbs/02_gnet.ipynb #c307d52c
 from __future__ import annotations
-import json, math, os, time, warnings
+import json, os, time, warnings
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
-from .data import as_images, cache_dir, file_lock, atomic_write, subj_name, NVOX
-from .encoders import (MODEL_CLASSES, subject_cache_dir, save_model, load_model, torch_load, model_fingerprint, _select, _seeded,
-    released_model_path, ImageEmbedder, demo_embedder, image_embeddings, ClipBetaEncoder, EnsembleEncoder,
-    train_clip_encoder, train_autoencoder, load_released_clip_encoder, load_released_autoencoder, library_beta_primes,
-    voxel_corr, DEMO_CLIP, DEMO_AE)
+from .data import NVOX
+from .encoders import (MODEL_CLASSES, subject_cache_dir, save_model, load_model, torch_load, model_fingerprint, ImageEmbedder, demo_embedder, image_embeddings, ClipBetaEncoder, EnsembleEncoder, train_clip_encoder, train_autoencoder, load_released_clip_encoder, load_released_autoencoder, library_beta_primes, DEMO_CLIP, DEMO_AE)
+from .core import (subj_name, atomic_write, file_lock, resize, as_images, seeded, voxel_corr)
 
 # %% auto #0
 __all__ = ['DEMO_GNET', 'log_act', 'PreFilter', 'TrunkBlock', 'EncStage', 'GNetFeatures', 'gnet_fmap_sizes', 'LayerwiseFWRF',
            'GNet8j', 'GNetEncoder', 'save_gnet_multisubject', 'load_gnet_multisubject', 'gnet_loss', 'train_gnet',
-           'get_encoders']
+           'EncoderSet', 'get_encoders']
 
 # %% ../nbs/02_gnet.ipynb #c8500abc
 def log_act(x): # any tensor
@@ -154,10 +153,6 @@ class GNet8j(nn.Module):
 MODEL_CLASSES['GNet8j'] = GNet8j
 
 # %% ../nbs/02_gnet.ipynb #7999c7e9
-def _resize(x, size):
-    if x.shape[-2:] == (size, size): return x
-    return F.interpolate(x, size=(size, size), mode='bicubic', align_corners=False, antialias=True).clamp(0, 1)
-
 class GNetEncoder:
     "Encoder: images -> GNet betas (batched, resized on the device)"
     def __init__(self,
@@ -189,7 +184,7 @@ class GNetEncoder:
             if m.shape != (self.nvox,): raise ValueError(f"mask: expected a boolean mask of shape ({self.nvox},), got {m.shape}")
             vox = torch.from_numpy(np.flatnonzero(m)).to(dev)
         dtype = self.model.fwrf.w.dtype
-        out = [self.model(_resize(as_images(images[i:i + bs], device=dev), self.input_size).to(dtype), vox).float().cpu()
+        out = [self.model(resize(as_images(images[i:i + bs], device=dev), self.input_size).to(dtype), vox).float().cpu()
                for i in tqdm(range(0, len(images), bs), disable=not progress, desc='GNet', leave=False)]
         return torch.cat(out) if out else torch.zeros(0, self.nvox if vox is None else len(vox))
 
@@ -301,10 +296,10 @@ def _gnet_samples(subject, trials, uniq, average_reps):
 
 def _gnet_model(subject, uniq, input_size, trunk_width, pass_through, prefilter, seed, device, cache_gb):
     "A fresh GNet (mean of the training images as `mu`, frozen pre-filter) and a function rows -> pre-filter maps"
-    load = lambda rows: _resize(as_images(subject.images(uniq[rows]), device=device), input_size)
+    load = lambda rows: resize(as_images(subject.images(uniq[rows]), device=device), input_size)
     chunks = [np.arange(i, min(len(uniq), i + 256)) for i in range(0, len(uniq), 256)]
     mu = sum(load(c).sum((0, 2, 3)).cpu() for c in chunks) / (len(uniq) * input_size ** 2)
-    model = _seeded(lambda: GNet8j(subject.nvox, input_size, mu.numpy(), trunk_width, pass_through), seed).to(device)
+    model = seeded(lambda: GNet8j(subject.nvox, input_size, mu.numpy(), trunk_width, pass_through), seed).to(device)
     _init_prefilter(model, prefilter)
     s0 = gnet_fmap_sizes(input_size)[0] + 2
     if len(uniq) * 192 * s0 * s0 * 4 / 1e9 > cache_gb:
@@ -358,6 +353,23 @@ def train_gnet(subject, # a `secondsight.data.Subject`
                 average_reps=average_reps, seed=seed))
     return model, hist
 
+# %% ../nbs/02_gnet.ipynb #5528c79f
+@dataclass(frozen=True)
+class EncoderSet:
+    "The encoders of one subject, as `get_encoders` builds them"
+    embedder: ImageEmbedder  # images -> embeddings (ViT-H-14 on NSD; the demo's small ViT)
+    clip: ClipBetaEncoder  # images -> betas through the embedding
+    gnet: GNetEncoder  # images -> betas (GNet8j)
+    autoencoder: nn.Module  # betas -> denoised betas (`BetaAutoencoder`)
+    PREDICTORS = ('gnet', 'clip', 'hybrid')  # the names of the image -> betas encoders
+
+    @property
+    def hybrid(self)->EnsembleEncoder: return EnsembleEncoder([self.gnet, self.clip])  # the paper's mean of GNet and CLIP
+    def predictor(self, name:str):
+        "One of `PREDICTORS` by name"
+        if name not in self.PREDICTORS: raise ValueError(f"Unknown encoder {name!r}: expected one of {self.PREDICTORS}.")
+        return getattr(self, name)
+
 # %% ../nbs/02_gnet.ipynb #68e74c1b
 DEMO_GNET = dict(input_size=64, trunk_width=8, pass_through=24, lr=1e-3, batch_size=32, epochs=12, prefilter='random',
                  average_reps=True)
@@ -378,12 +390,12 @@ def _nsd_encoders(subject, device, models_dir, embedder=None):
     return embedder, clip, gnet, ae
 
 # %% ../nbs/02_gnet.ipynb #0d3cb0de
-def _demo_encoders(subject, device, models_dir, progress):
+def _demo_encoders(subject, device, models_dir, progress, train=True):
     d = Path(models_dir) if models_dir is not None else subject_cache_dir(subject) / 'models'
     d.mkdir(parents=True, exist_ok=True)
     embedder = demo_embedder(device=device)
     with file_lock(d / 'train.lock'):
-        def get(name, settings, train, after=()):
+        def get(name, settings, fit, after=()):
             "Load a cached model trained with these settings (and on these upstream models), else train and save it"
             data = dict(normalization=getattr(subject, 'normalization', None), sessions=[int(x) for x in getattr(subject, 'sessions', [])],
                         n_trials=int(subject.n_trials), nvox=int(subject.nvox))
@@ -391,8 +403,12 @@ def _demo_encoders(subject, device, models_dir, progress):
             if p.exists() and p.with_suffix('.json').exists():
                 m = load_model(p, device)
                 if m.meta.get('trained_with') == json.loads(json.dumps(key)): return m
-                warnings.warn(f"[get_encoders] {p} was trained with other settings or upstream models: retraining.")
-            model, hist = train()
+                if train: warnings.warn(f"[get_encoders] {p} was trained with other settings or upstream models: retraining.")
+            if not train:
+                raise FileNotFoundError(f"get_encoders({subj_name(subject.subj)}, train=False): no {name} model trained with the current "
+                                        f"settings in {d}. Train the encoders first: papermill nbs/02_gnet.ipynb - -p subj {subject.subj} "
+                                        f"(or make demo SUBJ={subject.subj}), or get_encoders(subject) from Python.")
+            model, hist = fit()
             save_model(model, p, history=hist, trained_with=key, trained_by=dict(pid=os.getpid(), time=time.time()))
             return load_model(p, device)
         E = image_embeddings(subject, embedder, progress=progress)
@@ -410,9 +426,10 @@ def get_encoders(subject, # a `secondsight.data.Subject`
                  models_dir=None, # nsd: folder with the published files; demo: where trained models go (None: cache_dir)
                  progress:bool=False, # progress bars while training/embedding
                  embedder:ImageEmbedder|None=None, # nsd: an already loaded embedder to reuse (None: ViT-H-14 laion2b)
-                ) -> dict: # embedder, clip, gnet, hybrid (= mean of gnet and clip), autoencoder
+                 train:bool=True, # demo: train missing models (False: raise, naming the command that trains them)
+                ) -> EncoderSet:
     "The encoders of a subject: published weights (NSD) or trained once and cached (demo)"
     if subject.dataset == 'nsd': embedder, clip, gnet, ae = _nsd_encoders(subject, device, models_dir, embedder)
-    elif subject.dataset == 'demo': embedder, clip, gnet, ae = _demo_encoders(subject, device, models_dir, progress)
+    elif subject.dataset == 'demo': embedder, clip, gnet, ae = _demo_encoders(subject, device, models_dir, progress, train)
     else: raise ValueError(f"get_encoders: subject.dataset={subject.dataset!r}: expected 'demo' or 'nsd'")
-    return dict(embedder=embedder, clip=clip, gnet=gnet, hybrid=EnsembleEncoder([gnet, clip]), autoencoder=ae)
+    return EncoderSet(embedder, clip, gnet, ae)

@@ -5,7 +5,7 @@
 # %% ../nbs/04_metrics.ipynb #6fb45788
 from __future__ import annotations
 import hashlib, json, logging, os, time, warnings, zlib
-from dataclasses import dataclass, asdict, replace, field
+from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -15,21 +15,22 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 from PIL import Image
-from skimage.color import rgb2gray
-from skimage.metrics import structural_similarity
+
 from tqdm import tqdm
 
-from .data import as_images, load_image, atomic_write, file_lock, cache_dir, subj_name, ROIS
+from .data import ROIS
+from .search import RunFolder
+from .core import (subj_name, atomic_write, as_images, load_image, _rows64, pearson_rows, to_gray, ssim_rows)
 
 # %% auto #0
 __all__ = ['METRICS', 'LOW_LEVEL', 'TWO_WAY', 'DISTANCE', 'LOWER_IS_BETTER', 'RANDOM_WEIGHTS_LABEL', 'NETS', 'CONVENTIONS',
            'IMAGENET_NORM', 'CLIP_NORM', 'NET_METRICS', 'METRIC_NET', 'SWAV_URL', 'CLIP_ARCH', 'SEEN', 'PUBLISHED',
            'PUBLISHED_BRAIN', 'metric_label', 'MetricConvention', 'get_convention', 'scale_nets', 'resize_images',
-           'pearson_rows', 'pixcorr', 'to_gray', 'ssim_gray', 'ssim', 'corr_matrix', 'two_way_identification',
-           'two_way', 'corr_distance', 'MetricWeightsError', 'MetricNet', 'load_metric_net', 'image_metrics',
-           'brain_correlation', 'TrueBrain', 'brain_metrics', 'Run', 'read_run', 'stage_table', 'to_markdown',
-           'caveats', 'published_comparison', 'published_brain_comparison', 'plot_stage_metrics', 'plot_brain_rois',
-           'plot_grid', 'Evaluation', 'table_markdown', 'mean_over_subjects', 'evaluate_subject', 'evaluate_run']
+           'pixcorr', 'ssim_gray', 'ssim', 'corr_matrix', 'two_way_identification', 'two_way', 'corr_distance',
+           'MetricWeightsError', 'MetricNet', 'load_metric_net', 'image_metrics', 'brain_correlation', 'TrueBrain',
+           'brain_metrics', 'Run', 'read_run', 'stage_table', 'to_markdown', 'caveats', 'published_comparison',
+           'published_brain_comparison', 'plot_stage_metrics', 'plot_brain_rois', 'plot_grid', 'Evaluation',
+           'table_markdown', 'mean_over_subjects', 'evaluate_subject', 'evaluate_run']
 
 # %% ../nbs/04_metrics.ipynb #69782e9f
 METRICS = ('PixCorr', 'SSIM', 'AlexNet(2)', 'AlexNet(5)', 'InceptionV3', 'CLIP', 'EffNet-B', 'SwAV')
@@ -142,21 +143,6 @@ def resize_images(images, # float (n,3,H,W) in [0,1], or anything `as_images` ta
     if resample == 'lanczos': raise ValueError("resize_images: torchvision cannot resize tensors with 'lanczos'; use backend='pil'.")
     return TF.resize(x, [size, size], interpolation=InterpolationMode(resample), antialias=antialias)
 
-# %% ../nbs/04_metrics.ipynb #0830838f
-def _rows64(x)->torch.Tensor:
-    "Any (n, ...) array/tensor -> float64 CPU tensor (n, d)."
-    x = x if torch.is_tensor(x) else torch.from_numpy(np.asarray(x))
-    return x.detach().cpu().double().reshape(len(x), -1)
-
-def pearson_rows(a, # (n, d) array or tensor
-                 b, # (n, d), same shape
-                )->np.ndarray: # (n,) float64 Pearson r of each row pair
-    "Row-wise Pearson correlation, in float64."
-    a, b = _rows64(a), _rows64(b)
-    if a.shape != b.shape: raise ValueError(f"pearson_rows: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}.")
-    a = a - a.mean(1, keepdim=True); b = b - b.mean(1, keepdim=True)
-    return ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).numpy()
-
 # %% ../nbs/04_metrics.ipynb #4d3fcfad
 def _common(images, conv:MetricConvention)->torch.Tensor:
     "The convention's first step: both images through `common_size` (MindEye's 256-px tensors)."
@@ -176,11 +162,6 @@ def pixcorr(gt, # seen images (n,3,H,W) float in [0,1] (or uint8 (n,H,W,3))
     return pearson_rows(_low(gt, conv, conv.pixcorr_resample), _low(recon, conv, conv.pixcorr_resample))
 
 # %% ../nbs/04_metrics.ipynb #ae94c62d
-def to_gray(images)->np.ndarray:
-    "scikit-image `rgb2gray` of float images: (n,3,H,W) -> float64 (n,H,W)."
-    x = as_images(images).double()
-    return torch.einsum('nchw,c->nhw', x, torch.tensor([0.2125, 0.7154, 0.0721], dtype=torch.float64)).numpy()
-
 def ssim_gray(x:np.ndarray, # (n,H,W) float64 gray images (reconstructions)
               y:np.ndarray, # (n,H,W) float64 gray images (ground truths)
               convention:str|MetricConvention='mindeye2', # SSIM arguments of this convention
@@ -188,9 +169,7 @@ def ssim_gray(x:np.ndarray, # (n,H,W) float64 gray images (reconstructions)
     "scikit-image SSIM of gray images with the convention's arguments, per image."
     conv = get_convention(convention)
     dr = np.ones(len(y)) if conv.ssim_data_range == 'fixed' else y.max((1, 2)) - y.min((1, 2))
-    kw = dict(channel_axis=-1) if conv.ssim_per_column else {}  # columns as "channels": skimage<=0.19 multichannel
-    return np.array([structural_similarity(x[i], y[i], gaussian_weights=True, sigma=1.5, data_range=float(dr[i]),
-                                           use_sample_covariance=conv.ssim_sample_covariance, **kw) for i in range(len(y))])
+    return ssim_rows(x, y, dr, sample_covariance=conv.ssim_sample_covariance, per_column=conv.ssim_per_column)
 
 def ssim(gt, # seen images (n,3,H,W) float in [0,1] (or uint8 (n,H,W,3))
          recon, # reconstructions, same n
@@ -521,7 +500,7 @@ class Run:
 
     def path(self, nsd_id:int, stage:str)->Path:
         "PNG of one image's stage."
-        return self.out_dir / 'images' / f'{nsd_id:05d}' / f'{stage}.png'
+        return RunFolder(self.out_dir).png(nsd_id, stage)
 
     def images(self, stage:str, nsd_ids=None)->np.ndarray:
         "uint8 (n,H,W,3) images of one stage (or 'seen')."
@@ -534,15 +513,15 @@ def read_run(out_dir, # a 03_search run folder (holding images/)
              subj:int|None=None, # expected subject (checked against result.json)
             )->Run:
     "Read a run folder's finished images, their stages and results."
-    out_dir = Path(out_dir)
-    folders = sorted(p for p in (out_dir / 'images').glob('[0-9]' * 5) if p.is_dir())
+    out_dir = Path(out_dir); rf = RunFolder(out_dir)
+    folders = rf.image_dirs()
     if not folders:
         raise FileNotFoundError(f"No image folders under {out_dir / 'images'} (expected images/NNNNN/ from 03_search's run_subject). "
                                 "Run nbs/03_search.ipynb with this out_dir first.")
-    done = [p for p in folders if (p / 'result.json').is_file()]
+    done = [p for p in folders if rf.is_finished(int(p.name))]
     unfinished = [int(p.name) for p in folders if p not in done]
     if not done: raise FileNotFoundError(f"None of the {len(folders)} image folders under {out_dir / 'images'} is finished (no result.json yet).")
-    results = [json.loads((p / 'result.json').read_text()) for p in done]
+    results = [json.loads(rf.result(int(p.name)).read_text()) for p in done]
     stages = list(results[0]['stages'])
     for p, r in zip(done, results):
         if list(r['stages']) != stages:
@@ -701,6 +680,9 @@ class Evaluation:
     files: list  # files written
     settings: dict  # convention, weights, network labels, encoders, timings
 
+def _unknown(name):
+    raise ValueError(f"Unknown encoder {name!r}: expected 'true' or one of ('gnet', 'clip', 'hybrid').")
+
 def _resolve_encoders(encoders, subject, device)->dict:
     "Encoder names/objects -> {name: Encoder}."
     if encoders is None: encoders = ('gnet', 'hybrid') + (('true',) if subject.dataset == 'demo' else ())
@@ -712,10 +694,8 @@ def _resolve_encoders(encoders, subject, device)->dict:
             out[name] = TrueBrain(subject); continue
         if fitted is None:
             from secondsight.gnet import get_encoders
-            fitted = get_encoders(subject, device=device)
-        if name not in fitted or name in ('embedder', 'autoencoder') or fitted[name] is None:
-            raise ValueError(f"Unknown encoder {name!r}: expected 'true' or one of {[k for k in fitted if k not in ('embedder', 'autoencoder')]}.")
-        out[name] = fitted[name]
+            fitted = get_encoders(subject, device=device, train=False)   # evaluation reads models, never trains them
+        out[name] = fitted.predictor(name) if name in fitted.PREDICTORS else _unknown(name)
     return out
 
 def _write(path:Path, text:str)->Path:

@@ -4,8 +4,8 @@
 
 # %% ../nbs/03_search.ipynb #b1d95185
 from __future__ import annotations
-import contextlib, hashlib, json, os, shutil, tempfile, time
-from dataclasses import dataclass, asdict, replace
+import contextlib, json, os, shutil, tempfile, time
+from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -14,35 +14,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+from .core import (SUBJECTS, subj_name, atomic_write, file_lock, resize, as_images, to_uint8, save_image, derive_seed, sample_seeds, _as_tensor, standardize_rows, mean_query, pearson_matrix, brain_scores, pearson_rows, to_gray, ssim_rows)
 
 # %% auto #0
-__all__ = ['DTYPES', 'SCHEDULERS', 'UNCLIP_ID', 'RUN_INDEPENDENT', 'derive_seed', 'sample_seeds', 'strength_schedule',
-           'momentum_schedule', 'samples_per_branch', 'SearchConfig', 'standardize_rows', 'mean_query',
-           'pearson_matrix', 'brain_scores', 'rank_library', 'slerp', 'DemoGenerator', 'make_scheduler',
-           'noise_image_embeddings', 'UnCLIPGenerator', 'unclip_scheduler_config', 'tiny_unclip', 'InitialGuess',
-           'initial_guesses', 'SearchResult', 'search', 'select_images', 'claim_out_dir', 'image_dir', 'is_finished',
-           'make_generator', 'denoise_betas', 'stage_scores', 'plot_stages', 'reconstruct_image', 'run_subject']
+__all__ = ['DTYPES', 'SCHEDULERS', 'UNCLIP_ID', 'RUN_INDEPENDENT', 'strength_schedule', 'momentum_schedule', 'samples_per_branch',
+           'SearchConfig', 'rank_library', 'slerp', 'DemoGenerator', 'make_scheduler', 'noise_image_embeddings',
+           'UnCLIPGenerator', 'unclip_scheduler_config', 'tiny_unclip', 'InitialGuess', 'initial_guesses',
+           'SearchResult', 'search', 'RunFolder', 'select_images', 'claim_out_dir', 'make_generator', 'denoise_betas',
+           'stage_scores', 'plot_stages', 'reconstruct_image', 'run_subject']
 
 # %% ../nbs/03_search.ipynb #24833b71
-from .data import (SUBJECTS, load_subject, as_images, to_uint8, save_image, load_image, atomic_write,
-                              file_lock, subj_name)
+from .data import load_subject
 from .encoders import image_embeddings, library_beta_primes
-from .gnet import get_encoders
-
-# %% ../nbs/03_search.ipynb #39976722
-def derive_seed(*keys) -> int:
-    "A 63-bit seed from any ints/strings, stable across runs, machines and Python versions."
-    digest = hashlib.blake2b(repr(tuple(keys)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, 'little') >> 1
-
-def sample_seeds(seed:int|Sequence[int], # one base seed, or one seed per sample
-                 n:int                   # number of samples
-                )->list[int]:
-    "One seed per sample: `derive_seed(seed, i)` from a base seed, or the given list (checked for length)."
-    if isinstance(seed, (int, np.integer)): return [derive_seed(int(seed), i) for i in range(n)]
-    seeds = [int(s) for s in seed]
-    if len(seeds) != n: raise ValueError(f"got {len(seeds)} seeds for n={n} samples: pass one int or exactly n seeds")
-    return seeds
+from .gnet import EncoderSet, get_encoders
 
 # %% ../nbs/03_search.ipynb #b4db220b
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
@@ -151,44 +135,6 @@ class SearchConfig:
     def strengths(self)->list[float]: return strength_schedule(self.n_iter, self.strength_start, self.strength_drop)
     def momenta(self)->list[float]: return momentum_schedule(self.n_iter, self.momentum)
 
-# %% ../nbs/03_search.ipynb #df96f4aa
-def _as_tensor(x)->torch.Tensor:
-    "A float32 torch view/copy of an array, memmap or tensor."
-    return (x if torch.is_tensor(x) else torch.from_numpy(np.ascontiguousarray(x))).float()
-
-def standardize_rows(x,          # (..., nvox) array or tensor
-                     mask=None,  # optional bool (nvox,) voxel mask applied first
-                     eps=1e-12)->torch.Tensor:
-    "Rows centred and scaled to unit norm (float32): the dot product of two such rows is their Pearson r."
-    x = _as_tensor(x)
-    if mask is not None: x = x[..., torch.as_tensor(np.asarray(mask), dtype=torch.bool)]
-    x = x - x.mean(-1, keepdim=True)
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
-
-def mean_query(queries,    # (q, nvox), or nested (q, reps, nvox) with all-zero rows for missing repetitions
-               mask=None   # optional bool (nvox,) voxel mask
-              )->torch.Tensor:
-    "Standardized queries averaged over their non-missing repetitions: (q, n_masked_voxels)."
-    q = _as_tensor(queries)
-    if q.ndim == 2: q = q[:, None]
-    if q.ndim != 3: raise ValueError(f"queries must be (n_queries, nvox) or (n_queries, n_reps, nvox); got shape {tuple(q.shape)}")
-    valid = q.ne(0).any(-1)                                        # (q, reps): an all-zero row is a missing repetition
-    empty = (~valid.any(1)).nonzero().flatten().tolist()
-    if empty: raise ValueError(f"queries {empty[:10]} have only all-zero (missing) repetitions: drop them before ranking")
-    z = standardize_rows(q, mask) * valid[..., None]
-    return z.sum(1) / valid.sum(1, keepdim=True)
-
-def pearson_matrix(queries, candidates, mask=None)->torch.Tensor:
-    "Pearson r of every query (averaged over its repetitions) with every candidate row: (q, n)."
-    return mean_query(queries, mask) @ standardize_rows(candidates, mask).T
-
-def brain_scores(preds,      # (n, nvox) predicted betas of n images
-                 betas,      # (nvox,) or (reps, nvox) measured betas of one image, all-zero rows = missing
-                 mask=None)->torch.Tensor:
-    "Pearson r of each prediction with the measured betas, averaged over repetitions: (n,)."
-    betas = _as_tensor(betas)
-    return pearson_matrix(betas[None] if betas.ndim == 2 else betas[None, None], preds, mask)[0]
-
 # %% ../nbs/03_search.ipynb #6e101909
 def _take_rows(p, idx):
     "Rows `idx` (a slice or int array) of an array, memmap or tensor."
@@ -238,11 +184,6 @@ def slerp(a:torch.Tensor, # (..., d) start (t=0)
     wb = torch.where(lin, torch.full_like(so, t), torch.sin(t * omega) / so.where(~lin, torch.ones_like(so)))
     return wa * a + wb * b
 
-def _resize(x:torch.Tensor, size:int)->torch.Tensor:
-    "Square-resize float images (n,3,h,w) to `size` (antialiased bicubic), clamped to [0, 1]."
-    if x.shape[-1] == size and x.shape[-2] == size: return x
-    return F.interpolate(x, size=(size, size), mode='bicubic', antialias=True, align_corners=False).clamp(0, 1)
-
 def _broadcast(x:torch.Tensor, n:int, what:str)->torch.Tensor:
     "Expand a leading dimension of 1 to n (or check that it is n)."
     if x.shape[0] == n: return x
@@ -287,7 +228,7 @@ class DemoGenerator:
         "Fit PCA, the embedding ridge and the residual variances on library images."
         x = as_images(images)
         size = size or x.shape[-1]
-        x = _resize(x, size).flatten(1) * 2 - 1                                    # (n, D) in [-1, 1]
+        x = resize(x, size).flatten(1) * 2 - 1                                    # (n, D) in [-1, 1]
         if embeds is None: embeds = embedder.embed(x.view(-1, 3, size, size) * 0.5 + 0.5)
         E = _as_tensor(embeds)
         if len(E) != len(x): raise ValueError(f"{len(E)} embeddings for {len(x)} images")
@@ -304,11 +245,11 @@ class DemoGenerator:
 
     def embed(self, images)->torch.Tensor:
         "Image embeddings (n, d) in the conditioning space."
-        return _as_tensor(self.embedder.embed(_resize(as_images(images), self.size))).cpu()
+        return _as_tensor(self.embedder.embed(resize(as_images(images), self.size))).cpu()
 
     def encode_latents(self, images)->torch.Tensor:
         "PCA coefficients (n, k) of images."
-        x = _resize(as_images(images), self.size).flatten(1) * 2 - 1
+        x = resize(as_images(images), self.size).flatten(1) * 2 - 1
         return (x - self.mean) @ self.components.T
 
     def decode_latents(self, latents)->torch.Tensor:
@@ -440,7 +381,7 @@ def _embed(self:UnCLIPGenerator, images)->torch.Tensor:
 @torch.no_grad()
 def _encode_latents(self:UnCLIPGenerator, images)->torch.Tensor:
     "Scaled VAE latents (n, 4, size/8, size/8) of images (posterior mean), float32 on the CPU."
-    x = _resize(as_images(images), self.size)
+    x = resize(as_images(images), self.size)
     out = [self.vae.encode((c * 2 - 1).to(self.device, self.dtype)).latent_dist.mode() * self.vae.config.scaling_factor
            for c in x.split(self.max_batch or len(x))]
     return torch.cat(out).float().cpu()
@@ -672,6 +613,22 @@ def search(betas,                       # (reps, nvox) or (nvox,) target betas; 
     return SearchResult(best_image=best['image'], best_score=best['score'], best_iter=best['iter'], samples=imgs,
                         sample_scores=scores, embed=cur, strengths=strengths, momenta=momenta, **r)
 
+# %% ../nbs/03_search.ipynb #3546f327
+class RunFolder:
+    "The layout of a run folder: written by `run_subject`, read by `secondsight.metrics.read_run`"
+    def __init__(self, root): self.root = Path(root)
+    def __repr__(self): return f"RunFolder({self.root})"
+    @property
+    def config(self)->Path: return self.root / 'config.json'
+    def image_dir(self, nsd_id:int)->Path: return self.root / 'images' / f'{int(nsd_id):05d}'
+    def staging(self, nsd_id:int)->Path: return self.root / '.staging' / f'{int(nsd_id):05d}'
+    def png(self, nsd_id:int, stage:str)->Path: return self.image_dir(nsd_id) / f'{stage}.png'
+    def result(self, nsd_id:int)->Path: return self.image_dir(nsd_id) / 'result.json'
+    def is_finished(self, nsd_id:int)->bool: return self.result(nsd_id).is_file()
+    def image_dirs(self)->list[Path]:
+        "Every image folder (finished or not), by nsd id"
+        return sorted(p for p in (self.root / 'images').glob('[0-9]' * 5) if p.is_dir())
+
 # %% ../nbs/03_search.ipynb #aa2512cf
 def select_images(cfg:SearchConfig, test_ids)->list[int]:
     "The nsd ids this run handles: `cfg.images` (or all test ids), the first `cfg.n_images`, then shard k of N."
@@ -690,7 +647,7 @@ def claim_out_dir(cfg:SearchConfig)->Path:
     "Create `cfg.out_dir` with config.json, or check that an existing one holds the same configuration."
     if cfg.out_dir is None: raise ValueError("SearchConfig.out_dir is None: the runner needs a folder for the results (papermill: -p out_dir PATH)")
     out = Path(cfg.out_dir); out.mkdir(parents=True, exist_ok=True)
-    p, new = out / 'config.json', asdict(cfg)
+    p, new = RunFolder(out).config, asdict(cfg)
     with file_lock(p):
         if p.exists():
             old = json.loads(p.read_text())
@@ -701,19 +658,16 @@ def claim_out_dir(cfg:SearchConfig)->Path:
             with atomic_write(p, 'w') as f: json.dump(new, f, indent=1)
     return out
 
-def image_dir(out_dir, nsd_id:int)->Path: return Path(out_dir) / 'images' / f'{int(nsd_id):05d}'
-def is_finished(out_dir, nsd_id:int)->bool: return (image_dir(out_dir, nsd_id) / 'result.json').is_file()
-
 # %% ../nbs/03_search.ipynb #b7d27a32
-def make_generator(cfg:SearchConfig, subject, encoders:dict):
+def make_generator(cfg:SearchConfig, subject, encoders:EncoderSet):
     "The run's generator: the demo's PCA model fitted on the library (cached), or unCLIP from `cfg.model_id`."
     if cfg.generator == 'unclip':
         # embed with the encoders' ViT-H embedder: the same space as the library embeddings of the initial guess
         return UnCLIPGenerator.from_pretrained(cfg.model_id, scheduler=cfg.scheduler, device=cfg.device, dtype=DTYPES[cfg.dtype],
-                                               embedder=encoders['embedder'], num_inference_steps=cfg.num_inference_steps,
+                                               embedder=encoders.embedder, num_inference_steps=cfg.num_inference_steps,
                                                guidance_scale=cfg.guidance_scale, max_batch=32)
     from safetensors.torch import load_file, save_file
-    embedder = encoders['embedder']
+    embedder = encoders.embedder
     lib = np.asarray(subject.library_nsd_ids)
     p = subject.cache_dir / 'generator' / f'demo_pca_v2_{embedder.name}_{len(lib)}.safetensors'
     keys = ('mean', 'components', 'weight', 'bias', 'resid_std')
@@ -735,27 +689,17 @@ def denoise_betas(nested, autoencoder)->torch.Tensor:
     return x
 
 # %% ../nbs/03_search.ipynb #bef0fc7e
-def _pixcorr(a, b)->float:
-    "Pearson r of all RGB pixel values of two images (1,3,H,W)."
-    return float(np.corrcoef(a.flatten().numpy(), b.flatten().numpy())[0, 1])
-
-def _ssim(a, b)->float:
-    "Grey-level SSIM (Gaussian window, sigma 1.5, data range 1): the Brain-Diffuser recipe at the given size."
-    from skimage.color import rgb2gray
-    from skimage.metrics import structural_similarity
-    g = [rgb2gray(x[0].permute(1, 2, 0).numpy()) for x in (a, b)]
-    return float(structural_similarity(g[0], g[1], gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0))
-
 def stage_scores(stages:dict, seen, measured, encoder, true_brain=None)->dict:
     "Brain correlations, PixCorr and SSIM of each stage image against the seen image / measured betas."
     size = seen.shape[-1]
     names = list(stages)
-    x = torch.cat([_resize(seen, size)] + [_resize(stages[k].float(), size) for k in names])       # (1+S, 3, size, size)
+    x = torch.cat([resize(seen, size)] + [resize(stages[k].float(), size) for k in names])       # (1+S, 3, size, size)
     pred = encoder.predict(x)
     enc = brain_scores(pred, measured)
+    gray = to_gray(x)                                   # PixCorr and SSIM at the seen image's size, data range 1
     out = dict(brain_corr={k: float(v) for k, v in zip(names, enc[1:])}, ceiling=dict(encoder=float(enc[0])),
-               pixcorr={k: _pixcorr(x[i + 1], x[0]) for i, k in enumerate(names)},
-               ssim={k: _ssim(x[i + 1:i + 2], x[:1]) for i, k in enumerate(names)})
+               pixcorr=dict(zip(names, pearson_rows(x[1:], x[:1].expand(len(names), -1, -1, -1)).tolist())),
+               ssim=dict(zip(names, ssim_rows(gray[1:], np.repeat(gray[:1], len(names), 0)).tolist())))
     if true_brain is not None:
         t = _as_tensor(true_brain(x))
         tr = brain_scores(t, measured)
@@ -786,10 +730,11 @@ def plot_stages(stages:dict, seen, scores:dict, title:str='', fname=None):
 def reconstruct_image(cfg:SearchConfig, subject, nsd_id:int,
                       measured,              # (reps, nvox) measured betas (all-zero rows = missing)
                       target,                # (reps, nvox) betas the search scores against (AE-denoised or measured)
-                      guess:InitialGuess, encoders:dict, generator, progress:bool=False)->dict:
+                      guess:InitialGuess, encoders:EncoderSet, generator, progress:bool=False)->dict:
     "Run every stage for one test image and write its folder (atomically, result.json last); returns the result."
     t0, subj = time.time(), cfg.subj
-    final, stage_dir = image_dir(cfg.out_dir, nsd_id), Path(cfg.out_dir) / '.staging' / f'{int(nsd_id):05d}'
+    run = RunFolder(cfg.out_dir)
+    final, stage_dir = run.image_dir(nsd_id), run.staging(nsd_id)
     shutil.rmtree(stage_dir, ignore_errors=True); stage_dir.mkdir(parents=True)
     # 1. Baselines and the initial guess
     seeds = dict(random=derive_seed(cfg.seed, subj, nsd_id, 'random'), initial=derive_seed(cfg.seed, subj, nsd_id, 'initial'),
@@ -799,7 +744,7 @@ def reconstruct_image(cfg:SearchConfig, subject, nsd_id:int,
     seen, rand_img, lib_img = (as_images(subject.images(np.array([i]))) for i in (nsd_id, rand_id, guess.library_ids[0]))
     initial = generator.vary(guess.lowlevel, guess.embed[None], cfg.init_strength, 1, seed=seeds['initial'])
     # 2. The search
-    res = search(target, guess.lowlevel, guess.embed, encoders['hybrid'], generator, n_iter=cfg.n_iter, n_samples=cfg.n_samples,
+    res = search(target, guess.lowlevel, guess.embed, encoders.hybrid, generator, n_iter=cfg.n_iter, n_samples=cfg.n_samples,
                  n_branches=cfg.n_branches, strengths=cfg.strengths(), momenta=cfg.momenta(), min_per_branch=cfg.min_per_branch,
                  seed=seeds['search'], progress=progress)
     iters = {f'iter_{i + 1:02d}': im for i, im in enumerate(res.iter_images)}
@@ -807,7 +752,7 @@ def reconstruct_image(cfg:SearchConfig, subject, nsd_id:int,
     stages = {k: as_images(to_uint8(im)) for k, im in stages.items()}      # 8-bit, as stored: scores are those of the PNGs
     # 3. Scores of every stage
     true_brain = subject.true_betas if subject.dataset == 'demo' else None
-    scores = stage_scores(stages, seen, measured, encoders['hybrid'], true_brain)
+    scores = stage_scores(stages, seen, measured, encoders.hybrid, true_brain)
     # 4. Files: images, samples, figure, then result.json; then one rename into images/
     save_image(stage_dir / 'seen.png', seen)
     for k, im in stages.items(): save_image(stage_dir / f'{k}.png', im)
@@ -829,7 +774,7 @@ def reconstruct_image(cfg:SearchConfig, subject, nsd_id:int,
 # %% ../nbs/03_search.ipynb #8b2a5e0c
 def run_subject(cfg:SearchConfig,     # the run (out_dir required)
                 subject=None,         # a loaded `Subject` (default: load_subject(cfg.subj, cfg.dataset, cfg.data_root))
-                encoders:dict|None=None,  # `get_encoders(...)` output (default: built for the subject)
+                encoders:EncoderSet|None=None,  # `get_encoders(...)` output (default: built for the subject)
                 generator=None,       # the generator (default: `make_generator(cfg, ...)`)
                 progress:bool=True)->list[dict]:
     "Reconstruct the configured test images of one subject into `cfg.out_dir`; finished images are skipped."
@@ -837,18 +782,19 @@ def run_subject(cfg:SearchConfig,     # the run (out_dir required)
     subject = subject if subject is not None else load_subject(cfg.subj, cfg.dataset, cfg.data_root)
     ids = select_images(cfg, subject.test_nsd_ids)
     out = claim_out_dir(cfg)
-    todo = [i for i in ids if not is_finished(out, i)]
+    run = RunFolder(out)
+    todo = [i for i in ids if not run.is_finished(i)]
     if todo:
         # 2. Models and the library's beta primes and embeddings (cached per subject)
         encoders = encoders if encoders is not None else get_encoders(subject, device=cfg.device, models_dir=cfg.models_dir)
         generator = generator if generator is not None else make_generator(cfg, subject, encoders)
-        primes = {k: library_beta_primes(subject, encoders[k], k, progress=progress) for k in ('gnet', 'clip')}
-        embeds = image_embeddings(subject, encoders['embedder'], progress=progress)
+        primes = {k: library_beta_primes(subject, encoders.predictor(k), k, progress=progress) for k in ('gnet', 'clip')}
+        embeds = image_embeddings(subject, encoders.embedder, progress=progress)
         # 3. Measured betas of the images to do, denoised for ranking and scoring
         nested, _ = subject.test_betas(mode='nest')
         rows = [list(map(int, subject.test_nsd_ids)).index(i) for i in todo]
         measured = _as_tensor(np.asarray(nested)[rows])                                  # (q, reps, nvox)
-        target = denoise_betas(measured, encoders['autoencoder']) if cfg.use_autoencoder else measured
+        target = denoise_betas(measured, encoders.autoencoder) if cfg.use_autoencoder else measured
         # 4. Initial guesses of all images at once (one matrix product per library chunk)
         guesses = initial_guesses(target, subject.library_nsd_ids, primes, embeds, subject.images, generator,
                                   subject.roi_masks['early_vis'], n_embed=cfg.n_embed, n_lowlevel=cfg.n_lowlevel, progress=progress)
@@ -856,4 +802,4 @@ def run_subject(cfg:SearchConfig,     # the run (out_dir required)
         for q, nsd_id in enumerate(tqdm(todo, desc=f'{subj_name(cfg.subj)} search', disable=not progress)):
             reconstruct_image(cfg, subject, nsd_id, measured[q], target[q], guesses[q], encoders, generator)
     with contextlib.suppress(OSError): (out / '.staging').rmdir()   # only when empty (other shards may run)
-    return [json.loads((image_dir(out, i) / 'result.json').read_text()) for i in ids]
+    return [json.loads(run.result(i).read_text()) for i in ids]

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import nibabel as nib, numpy as np, pytest
 
-from secondsight.data import (CorruptFileError, ensure_demo, load_subject, nsd_key, nsd_path, subj_name)
+from secondsight.core import subj_name
+from secondsight.data import CorruptFileError, ensure_demo, load_subject, nsd_key, nsd_path
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from skimage.color import rgb2gray
 from skimage.filters import gaussian
 from skimage.metrics import structural_similarity
 
-from secondsight.data import as_images
+from secondsight.core import as_images
 from secondsight import metrics as M
 
 
