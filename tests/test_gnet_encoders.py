@@ -20,9 +20,9 @@ def test_parallel_processes_train_once(tmp_path):
     code = ("import json, torch; torch.set_num_threads(1); from secondsight.data import load_subject; "
             "from secondsight.gnet import get_encoders; from secondsight.encoders import model_fingerprint; "
             f"s = load_subject(1, data_root={str(DEMO_ROOT)!r}, progress=False); e = get_encoders(s); "
-            "print(json.dumps(dict(trained_by=e['gnet'].model.meta['trained_by']['pid'], "
-            "gnet=model_fingerprint(e['gnet'].model), clip=model_fingerprint(e['clip'].model), "
-            "ae=model_fingerprint(e['autoencoder']))))")
+            "print(json.dumps(dict(trained_by=e.gnet.model.meta['trained_by']['pid'], "
+            "gnet=model_fingerprint(e.gnet.model), clip=model_fingerprint(e.clip.model), "
+            "ae=model_fingerprint(e.autoencoder))))")
     env = dict(os.environ, SECONDSIGHT_DATA=str(tmp_path), OMP_NUM_THREADS='1')
     procs = [subprocess.Popen([sys.executable, '-c', code], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
