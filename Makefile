@@ -35,16 +35,17 @@ demo: install
 	done
 	@echo "demo finished: executed notebooks and results under $(RUN_DIR)/"
 
-# Fails if nbdev_clean or nbdev_export would change tracked files, then runs the notebooks and pytest.
+# Fails if tools/clean_outputs.py (small figures, no stderr noise, no machine paths), nbdev_clean or nbdev_export would
+# change tracked files, then runs the notebooks and pytest.
 test: install check-clean test-nb test-py
 
 check-clean: install
 	@before="$$(git diff --no-ext-diff HEAD -- nbs secondsight | sha1sum)"; \
-	$(BIN)/nbdev_clean && $(BIN)/nbdev_export; \
+	$(BIN)/python tools/clean_outputs.py && $(BIN)/nbdev_clean && $(BIN)/nbdev_export || exit 1; \
 	after="$$(git diff --no-ext-diff HEAD -- nbs secondsight | sha1sum)"; \
 	untracked="$$(git ls-files --others --exclude-standard -- secondsight)"; \
 	if [ "$$before" != "$$after" ] || [ -n "$$untracked" ]; then \
-	  echo "nbdev_clean/nbdev_export changed files: run them and commit the result"; \
+	  echo "clean_outputs/nbdev_clean/nbdev_export changed files: run them (make check-clean) and commit the result"; \
 	  git status --short -- nbs secondsight; exit 1; fi; \
 	echo "notebooks clean and package in sync with the notebooks"
 
