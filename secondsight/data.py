@@ -16,7 +16,8 @@ from fastcore.basics import patch
 from PIL import Image
 with warnings.catch_warnings():  # tqdm.auto warns when ipywidgets is missing, then falls back to text bars
     warnings.simplefilter('ignore'); from tqdm.auto import tqdm
-from .core import (SUBJECTS, DATASETS, check_subject, subj_name, data_dir, cache_dir, atomic_write, file_lock, _size_hw, _resize_uint8, as_images)
+from .core import (SUBJECTS, DATASETS, check_subject, subj_name, data_dir, cache_dir, atomic_write,
+    file_lock, _size_hw, _resize_uint8, as_images)
 
 # %% auto #0
 __all__ = ['NVOX', 'NSD_SESSIONS', 'DEFAULT_NSD_SESSIONS', 'ROIS', 'PRF_LABELS', 'NORMALIZATIONS', 'NSD_BUCKET', 'NSD_TERMS_URL',

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import json, os, time, warnings
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 import numpy as np
 import torch
@@ -13,7 +14,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 from .data import NVOX
-from .encoders import (MODEL_CLASSES, subject_cache_dir, save_model, load_model, torch_load, model_fingerprint, ImageEmbedder, demo_embedder, image_embeddings, ClipBetaEncoder, EnsembleEncoder, train_clip_encoder, train_autoencoder, load_released_clip_encoder, load_released_autoencoder, library_beta_primes, DEMO_CLIP, DEMO_AE)
+from secondsight.encoders import (MODEL_CLASSES, subject_cache_dir, save_model, load_model, torch_load,
+    model_fingerprint, ImageEmbedder, demo_embedder, image_embeddings, ClipBetaEncoder, EnsembleEncoder,
+    train_clip_encoder, train_autoencoder, load_released_clip_encoder, load_released_autoencoder, library_beta_primes,
+    DEMO_CLIP, DEMO_AE)
 from .core import (subj_name, atomic_write, file_lock, resize, as_images, seeded, voxel_corr)
 
 # %% auto #0
@@ -363,7 +367,7 @@ class EncoderSet:
     autoencoder: nn.Module  # betas -> denoised betas (`BetaAutoencoder`)
     PREDICTORS = ('gnet', 'clip', 'hybrid')  # the names of the image -> betas encoders
 
-    @property
+    @cached_property
     def hybrid(self)->EnsembleEncoder: return EnsembleEncoder([self.gnet, self.clip])  # the paper's mean of GNet and CLIP
     def predictor(self, name:str):
         "One of `PREDICTORS` by name"

@@ -19,8 +19,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from .data import ROIS
+from .gnet import EncoderSet, get_encoders
 from .search import RunFolder
-from .core import (subj_name, atomic_write, as_images, load_image, _rows64, pearson_rows, to_gray, ssim_rows)
+from secondsight.core import (subj_name, atomic_write, as_images, load_image, _rows64, pearson_rows, to_gray,
+    ssim_rows)
 
 # %% auto #0
 __all__ = ['METRICS', 'LOW_LEVEL', 'TWO_WAY', 'DISTANCE', 'LOWER_IS_BETTER', 'RANDOM_WEIGHTS_LABEL', 'NETS', 'CONVENTIONS',
@@ -680,22 +682,20 @@ class Evaluation:
     files: list  # files written
     settings: dict  # convention, weights, network labels, encoders, timings
 
-def _unknown(name):
-    raise ValueError(f"Unknown encoder {name!r}: expected 'true' or one of ('gnet', 'clip', 'hybrid').")
-
 def _resolve_encoders(encoders, subject, device)->dict:
     "Encoder names/objects -> {name: Encoder}."
     if encoders is None: encoders = ('gnet', 'hybrid') + (('true',) if subject.dataset == 'demo' else ())
     if isinstance(encoders, dict): return dict(encoders)
+    bad = [n for n in encoders if n != 'true' and n not in EncoderSet.PREDICTORS]
+    if bad: raise ValueError(f"Unknown encoder {bad[0]!r}: expected 'true' or one of {EncoderSet.PREDICTORS}.")
     out, fitted = {}, None
     for name in encoders:
         if name == 'true':
             if subject.dataset != 'demo': raise ValueError("encoder 'true' (the simulator's response) exists only on the demo data set.")
             out[name] = TrueBrain(subject); continue
         if fitted is None:
-            from secondsight.gnet import get_encoders
             fitted = get_encoders(subject, device=device, train=False)   # evaluation reads models, never trains them
-        out[name] = fitted.predictor(name) if name in fitted.PREDICTORS else _unknown(name)
+        out[name] = fitted.predictor(name)
     return out
 
 def _write(path:Path, text:str)->Path:

@@ -14,7 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .core import (SUBJECTS, subj_name, atomic_write, file_lock, resize, as_images, to_uint8, save_image, derive_seed, sample_seeds, _as_tensor, standardize_rows, mean_query, pearson_matrix, brain_scores, pearson_rows, to_gray, ssim_rows)
+from .core import (SUBJECTS, subj_name, atomic_write, file_lock, resize, as_images, to_uint8, save_image,
+    derive_seed, sample_seeds, _as_tensor, standardize_rows, mean_query, pearson_matrix, brain_scores, pearson_rows,
+    to_gray, ssim_rows)
 
 # %% auto #0
 __all__ = ['DTYPES', 'SCHEDULERS', 'UNCLIP_ID', 'RUN_INDEPENDENT', 'strength_schedule', 'momentum_schedule', 'samples_per_branch',
@@ -620,10 +622,11 @@ class RunFolder:
     def __repr__(self): return f"RunFolder({self.root})"
     @property
     def config(self)->Path: return self.root / 'config.json'
-    def image_dir(self, nsd_id:int)->Path: return self.root / 'images' / f'{int(nsd_id):05d}'
-    def staging(self, nsd_id:int)->Path: return self.root / '.staging' / f'{int(nsd_id):05d}'
-    def png(self, nsd_id:int, stage:str)->Path: return self.image_dir(nsd_id) / f'{stage}.png'
-    def result(self, nsd_id:int)->Path: return self.image_dir(nsd_id) / 'result.json'
+    def image_dir(self, nsd_id:int, staging:bool=False)->Path:
+        "An image's folder: under images/, or under .staging/ while it is being written"
+        return self.root / ('.staging' if staging else 'images') / f'{int(nsd_id):05d}'
+    def png(self, nsd_id:int, stage:str, staging:bool=False)->Path: return self.image_dir(nsd_id, staging) / f'{stage}.png'
+    def result(self, nsd_id:int, staging:bool=False)->Path: return self.image_dir(nsd_id, staging) / 'result.json'
     def is_finished(self, nsd_id:int)->bool: return self.result(nsd_id).is_file()
     def image_dirs(self)->list[Path]:
         "Every image folder (finished or not), by nsd id"
@@ -734,7 +737,7 @@ def reconstruct_image(cfg:SearchConfig, subject, nsd_id:int,
     "Run every stage for one test image and write its folder (atomically, result.json last); returns the result."
     t0, subj = time.time(), cfg.subj
     run = RunFolder(cfg.out_dir)
-    final, stage_dir = run.image_dir(nsd_id), run.staging(nsd_id)
+    final, stage_dir = run.image_dir(nsd_id), run.image_dir(nsd_id, staging=True)
     shutil.rmtree(stage_dir, ignore_errors=True); stage_dir.mkdir(parents=True)
     # 1. Baselines and the initial guess
     seeds = dict(random=derive_seed(cfg.seed, subj, nsd_id, 'random'), initial=derive_seed(cfg.seed, subj, nsd_id, 'initial'),
@@ -754,8 +757,8 @@ def reconstruct_image(cfg:SearchConfig, subject, nsd_id:int,
     true_brain = subject.true_betas if subject.dataset == 'demo' else None
     scores = stage_scores(stages, seen, measured, encoders.hybrid, true_brain)
     # 4. Files: images, samples, figure, then result.json; then one rename into images/
-    save_image(stage_dir / 'seen.png', seen)
-    for k, im in stages.items(): save_image(stage_dir / f'{k}.png', im)
+    save_image(run.png(nsd_id, 'seen', staging=True), seen)
+    for k, im in stages.items(): save_image(run.png(nsd_id, k, staging=True), im)
     with atomic_write(stage_dir / 'samples.npz') as tmp:
         np.savez_compressed(tmp, samples=to_uint8(res.samples), scores=res.sample_scores.numpy())
     plot_stages(stages, seen, scores, f"{subj_name(subj)} nsd {nsd_id}: hybrid r / true r", fname=stage_dir / 'figure.png')
@@ -765,7 +768,7 @@ def reconstruct_image(cfg:SearchConfig, subject, nsd_id:int,
                   n_branches=res.n_branches, random_nsd_id=rand_id, library_nsd_ids=[int(i) for i in guess.library_ids[:10]],
                   library_scores=[float(s) for s in guess.library_scores[:10]], lowlevel_nsd_ids=[int(i) for i in guess.lowlevel_ids],
                   seeds=dict(seeds, base=cfg.seed, iterations=res.seeds), settings=asdict(cfg), seconds=round(time.time() - t0, 2))
-    with atomic_write(stage_dir / 'result.json', 'w') as f: json.dump(result, f, indent=1)
+    with atomic_write(run.result(nsd_id, staging=True), 'w') as f: json.dump(result, f, indent=1)
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists(): shutil.rmtree(final)          # an unfinished folder (no result.json) from elsewhere
     os.replace(stage_dir, final)
