@@ -33,7 +33,7 @@ def clean(path:Path)->list:
             data = o.get('data', {})
             if 'image/png' in data:
                 png = data['image/png']
-                data['image/png'] = shrink_png((png if isinstance(png, str) else ''.join(png)).strip()) + '\n'
+                data['image/png'] = shrink_png((png if isinstance(png, str) else ''.join(png)).strip())  # one string, no trailing newline (as nbdev_clean writes it)
             text = json.dumps({k: v for k, v in o.items() if k != 'data'} | {k: v for k, v in data.items() if not k.startswith('image/')})
             found += [f"{path.name}: cell {c.get('id')}: {m}" for m in MACHINE_PATH.findall(text)]
         if 'outputs' in c: c['outputs'] = outs
