@@ -24,7 +24,7 @@ __all__ = ['SUBJECTS', 'DATASETS', 'check_subject', 'subj_name', 'data_dir', 'ca
 
 # %% ../nbs/00_core.ipynb #646c311f
 SUBJECTS = (1, 2, 5, 7)  # the subjects of Second Sight / MindEye / Brain-Diffuser
-DATASETS = ('demo', 'nsd')  # data sets a `Subject` can come from (00_data, 00_demo)
+DATASETS = {'demo': 'secondsight.demo:DEMO', 'nsd': 'secondsight.data:NSD'}  # data set -> where it is defined (`get_dataset`)
 
 def check_subject(subj) -> int:
     "Return `subj` as an int after checking it is an NSD subject (1-8)."

@@ -5,26 +5,23 @@
 # %% ../nbs/00_data.ipynb #f75e9538
 from __future__ import annotations
 
-import argparse, contextlib, hashlib, json, os, re, shutil, sys, time, uuid, warnings, zlib
+import argparse, contextlib, hashlib, importlib, json, os, re, shutil, sys, time, uuid, warnings, zlib
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from fastcore.basics import patch
 
-from PIL import Image
 with warnings.catch_warnings():  # tqdm.auto warns when ipywidgets is missing, then falls back to text bars
     warnings.simplefilter('ignore'); from tqdm.auto import tqdm
-from .core import (SUBJECTS, DATASETS, check_subject, subj_name, data_dir, cache_dir, atomic_write,
-    file_lock, _size_hw, _resize_uint8, as_images)
+from secondsight.core import (SUBJECTS, DATASETS, check_subject, subj_name, data_dir, cache_dir, file_lock, _size_hw,
+    _resize_uint8)
 
 # %% auto #0
 __all__ = ['NVOX', 'NSD_SESSIONS', 'DEFAULT_NSD_SESSIONS', 'ROIS', 'PRF_LABELS', 'NORMALIZATIONS', 'NSD_BUCKET', 'NSD_TERMS_URL',
-           'NSD_ROIS', 'DEMO_VERSION', 'DEMO', 'CACHE_VERSION', 'nsd_key', 'nsd_path', 'CorruptFileError',
-           'read_expdesign', 'read_stim_info', 'read_volume', 'read_rois', 'roi_masks', 'nifti_header', 'read_betas',
-           'make_demo_stimuli', 'contrast_energy', 'DemoBrain', 'make_demo_nsd', 'ensure_demo', 'preprocess_betas',
-           'Subject', 'load_subject', 'parse_ranges', 'nsd_files', 'download_nsd', 'download_cli']
+           'NSD_ROIS', 'CACHE_VERSION', 'NSD', 'nsd_key', 'nsd_path', 'CorruptFileError', 'read_expdesign',
+           'read_stim_info', 'read_volume', 'read_rois', 'roi_masks', 'nifti_header', 'read_betas', 'preprocess_betas',
+           'DataSet', 'NSDData', 'get_dataset', 'Subject', 'noise_ceiling', 'load_subject', 'parse_ranges', 'nsd_files',
+           'download_nsd', 'download_cli']
 
 # %% ../nbs/00_data.ipynb #aa3c26a0
 import h5py
@@ -224,303 +221,6 @@ def read_betas(path,       # betas_sessionNN.nii.gz (or .nii)
         out = out.astype(np.float32, copy=False)
     return out
 
-# %% ../nbs/00_data.ipynb #061ba531
-DEMO_VERSION = 1
-DEMO = dict(  # the demo's sizes (NSD's are in comments)
-    image_size=64,          # 425
-    n_shared=30,            # 1000 shared images (SS test set), shown 3x to every subject
-    n_unique=420,           # 9000 images per subject seen by no other subject
-    n_unseen=1620,          # images no subject saw (library only)
-    reps=3,                 # 3
-    n_sessions=10,          # 40
-    grids={1: (22, 26, 20), 2: (23, 27, 21), 3: (22, 27, 20), 4: (23, 25, 20),  # func1pt8mm grids (81,104,83)...
-           5: (21, 25, 19), 6: (23, 28, 21), 7: (20, 24, 19), 8: (21, 26, 20)},
-)
-_DEMO_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'camera', 'coins', 'hubble_deep_field',
-                'immunohistochemistry', 'retina', 'colorwheel', 'logo', 'clock', 'moon', 'grass', 'gravel',
-                'brick', 'page', 'text', 'horse', 'motorcycle_left', 'motorcycle_right')
-
-def _demo_photos() -> list:
-    "The scikit-image photographs as uint8 RGB arrays."
-    import skimage.data
-    out = []
-    for name in _DEMO_PHOTOS:
-        if name.startswith('motorcycle'):
-            a = skimage.data.stereo_motorcycle()[0 if name.endswith('left') else 1]
-        else: a = getattr(skimage.data, name)()
-        a = np.asarray(a)
-        if a.dtype == bool: a = np.where(a, 230, 25).astype(np.uint8)
-        if a.ndim == 2: a = np.repeat(a[..., None], 3, -1)
-        out.append(np.ascontiguousarray(a[..., :3].astype(np.uint8)))
-    return out
-
-def _demo_stimulus(photos, rng, size=64):
-    "One random crop / flip / colour shift of a random photograph -> (uint8 (size,size,3), provenance dict)."
-    k = int(rng.integers(len(photos))); ph = photos[k]; H, W = ph.shape[:2]
-    side = rng.uniform(0.15, 0.95)*min(H, W); asp = np.exp(rng.uniform(-0.15, 0.15))
-    h, w = min(H, side*asp), min(W, side/asp)
-    y0, x0 = rng.uniform(0, H - h), rng.uniform(0, W - w)
-    im = Image.fromarray(ph).crop((int(x0), int(y0), int(x0 + w), int(y0 + h))).resize((size, size), Image.LANCZOS, reducing_gap=2.0)
-    a = np.asarray(im).astype(np.float32)/255
-    flip, rot = bool(rng.random() < 0.5), int(rng.integers(4)) if rng.random() < 0.1 else 0
-    if flip: a = a[:, ::-1]
-    a = np.rot90(a, rot)
-    gray = a @ np.array([0.299, 0.587, 0.114], np.float32)
-    sat = 0.0 if rng.random() < 0.1 else rng.uniform(0.5, 1.4)
-    gain, gamma = rng.uniform(0.75, 1.25, 3).astype(np.float32), float(np.exp(rng.normal(0, 0.2)))
-    a = (gray[..., None] + sat*(a - gray[..., None]))*gain
-    a = np.clip(a, 0, 1)**gamma
-    info = dict(photo=_DEMO_PHOTOS[k], box=[int(x0), int(y0), int(x0 + w), int(y0 + h)], flip=flip, rot90=rot,
-                saturation=round(float(sat), 3), gain=[round(float(g), 3) for g in gain], gamma=round(gamma, 3))
-    return (np.clip(a*255 + 0.5, 0, 255)).astype(np.uint8), info
-
-def make_demo_stimuli(n, seed=0, size=64) -> tuple[np.ndarray, list]:
-    "`n` distinct demo images uint8 (n, size, size, 3) and their provenance."
-    photos, rng = _demo_photos(), np.random.default_rng([seed, DEMO_VERSION, 11])
-    ims, infos, seen = [], [], set()
-    while len(ims) < n:
-        a, info = _demo_stimulus(photos, rng, size)
-        h = hashlib.sha1(a.tobytes()).hexdigest()
-        if h in seen: continue
-        seen.add(h); ims.append(a); infos.append(info)
-    return np.stack(ims), infos
-
-# %% ../nbs/00_data.ipynb #47deb39d
-def _fft_filters(n, pad):
-    "Spatial-frequency grids (cycles/pixel) of an (n+2*pad)^2 image for rfft2."
-    m = n + 2*pad
-    fy, fx = torch.fft.fftfreq(m).view(-1, 1), torch.fft.rfftfreq(m).view(1, -1)
-    return fx, fy
-
-def contrast_energy(x # images (n, 3, H, W) float in [0, 1] (64 x 64 in the demo)
-                   ) -> torch.Tensor:
-    "The simulator's local energy maps (n, 9, H/2, W/2): 3 DoG scales, 4 orientations, 2 colour-opponent channels."
-    x = F.avg_pool2d(x, 2)                                # work at half resolution (32 x 32 for the demo)
-    n, _, H, W = x.shape; pad = H//4
-    xp = F.pad(x, (pad, pad, pad, pad), mode='reflect')  # reflect boundary, then circular FFT filtering
-    fx, fy = _fft_filters(H, pad)
-    G = lambda s: torch.exp(-2*np.pi**2*s*s*(fx**2 + fy**2))  # transfer function of a Gaussian blur, sigma in px
-    filt = lambda z, tf: torch.fft.irfft2(torch.fft.rfft2(z)*tf, s=z.shape[-2:])
-    lum = (xp*torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    L = torch.fft.rfft2(lum)
-    bands = torch.cat([torch.fft.irfft2(L*(G(s) - G(2*s)), s=lum.shape[-2:]) for s in (0.5, 1.0, 2.0)], 1)
-    g = [torch.fft.irfft2(L*G(0.7)*2j*np.pi*f, s=lum.shape[-2:]) for f in (fx, fy)]
-    ori = torch.cat([np.cos(a)*g[0] + np.sin(a)*g[1] for a in np.arange(4)*np.pi/4], 1)
-    opp = torch.cat([xp[:, :1] - xp[:, 1:2], xp[:, 2:] - (xp[:, :1] + xp[:, 1:2])/2], 1)
-    opp = filt(opp, G(1.0))
-    e = torch.cat([filt(bands**2, G(0.7)), filt(ori**2, G(1.0)), filt(opp**2, G(1.0))], 1)[..., pad:pad + H, pad:pad + W]
-    return torch.sqrt(e.clamp_min(0) + 1e-6)
-
-def _random_net(seed) -> dict:
-    "Weights of the simulator's fixed random conv net (one per demo 'species', shared by its subjects)."
-    rng, net = np.random.default_rng([seed, DEMO_VERSION, 5]), {}
-    for i, (co, ci, k) in enumerate(((24, 3, 5), (32, 24, 3), (48, 32, 3))):
-        net[f'conv{i}_w'] = (rng.normal(0, 1, (co, ci, k, k))*np.sqrt(2/(ci*k*k))).astype(np.float32)
-        net[f'conv{i}_b'] = rng.normal(0, 0.05, co).astype(np.float32)
-    return net
-
-def _random_net_features(x, p):
-    "Global features of the simulator's fixed random conv net (n, 134): channel means and spreads, colour stats."
-    h = x - 0.5
-    for i, (st, pad) in enumerate(((2, 2), (2, 1), (2, 1))):
-        h = F.conv2d(h, torch.from_numpy(p[f'conv{i}_w']), torch.from_numpy(p[f'conv{i}_b']), stride=st, padding=pad)
-        h = F.relu(h); h = h/(1 + h.mean(1, keepdim=True))  # divisive normalization across channels
-        if i == 1: mid = h.mean((2, 3))
-    return torch.cat([h.mean((2, 3)), h.std((2, 3)), mid, x.mean((2, 3)), x.std((2, 3))], 1)
-
-# %% ../nbs/00_data.ipynb #bd0e8c7e
-class DemoBrain:
-    "The demo's simulated visual cortex of one subject (ground truth, never fitted); its arrays are in `p`."
-    def __init__(self, p:dict): self.p = {k: np.asarray(v) for k, v in p.items()}
-    @classmethod
-    def load(cls, path):
-        with np.load(path) as z: return cls(dict(z))
-    def save(self, path):
-        with atomic_write(path) as tmp: np.savez(tmp, **self.p)
-    @property
-    def nvox(self): return len(self.p['amp'])
-
-    def features(self, images, batch_size=512) -> tuple[torch.Tensor, torch.Tensor]:
-        "(contrast energy (n, 9, 1024), raw random-net features (n, 134)) of images."
-        E, Fh = [], []
-        with torch.no_grad():
-            for i in range(0, len(images), batch_size):
-                x = as_images(images[i:i + batch_size], size=int(self.p['image_size']))
-                E.append(contrast_energy(x).flatten(2)); Fh.append(_random_net_features(x, self.p))
-        return torch.cat(E), torch.cat(Fh)
-
-    def readout(self, energy, feats, batch_size=512) -> np.ndarray:
-        "Raw (unstandardized) signal float32 (n, nvox) from the features."
-        p = self.p; early = torch.from_numpy(p['early'].astype(bool))
-        rf, w, ex = (torch.from_numpy(p[k]) for k in ('rf', 'chan_w', 'exponent'))
-        out = torch.empty(len(energy), len(early))
-        with torch.no_grad():
-            for i in range(0, len(energy), batch_size):
-                pooled = torch.einsum('bcp,vp->bvc', energy[i:i + batch_size], rf)  # RF pooling (b, n_early, 9)
-                out[i:i + batch_size, early] = (pooled*w).sum(-1).clamp_min(1e-6)**ex  # compressive summation
-            f = (feats - torch.from_numpy(p['feat_mu']))/torch.from_numpy(p['feat_sd'])
-            out[:, ~early] = torch.tanh(f @ torch.from_numpy(p['hid_w'])) @ torch.from_numpy(p['read_w']) \
-                             + 0.3*(f @ torch.from_numpy(p['lin_w']))
-        return out.numpy()
-
-    def response(self, images, batch_size=512) -> np.ndarray:
-        "Noiseless betas in the file's units (% signal change x 300), float32 (n, nvox), nsdgeneral order."
-        p = self.p
-        s = (self.readout(*self.features(images, batch_size)) - p['sig_mu'])/p['sig_sd']
-        return (300*(p['baseline'] + p['amp']*s)).astype(np.float32)
-
-# %% ../nbs/00_data.ipynb #b8d35768
-def _demo_anatomy(grid, rng):
-    "(brain mask, nsdgeneral values (-1/0/1), prf labels (-1/0/1-7)) on a demo grid."
-    x, y, z = np.meshgrid(*(np.linspace(-1, 1, n) for n in grid), indexing='ij')
-    wob = 1 + 0.04*np.sin(3*x + rng.uniform(0, 6))*np.cos(2*z + rng.uniform(0, 6))
-    brain = (x/0.95)**2 + (y/0.97)**2 + (z/0.93)**2 < wob
-    yb = (y + 1)/2                                          # 0 = posterior pole
-    gen = brain & (yb < 0.40 + 0.05*np.cos(4*x)) & (z < 0.6)
-    prf = np.zeros(grid, np.int16)
-    ventral = z < rng.uniform(-0.08, 0.08)
-    for lab, (lo, hi) in enumerate([(0, 0.10), (0.10, 0.15), (0.15, 0.19), (0.19, 0.23)]):
-        band = gen & (yb >= lo) & (yb < hi)
-        if lab < 3: prf[band] = np.where(ventral[band], 2*lab + 1, 2*lab + 2)
-        else: prf[band & ventral] = 7
-    nsdgen = np.where(brain, 0, -1).astype(np.int16); nsdgen[gen] = 1
-    prf[~brain] = -1
-    return brain, nsdgen, prf
-
-# %% ../nbs/00_data.ipynb #e582506b
-def _make_brain(subj, xyz, labels, net, seed):
-    "Random simulator parameters for the nsdgeneral voxels of one subject (standardization stats filled later)."
-    rng = np.random.default_rng([seed, DEMO_VERSION, subj, 1])
-    n, early = len(labels), labels > 0
-    area = np.select([labels <= 2, labels <= 4, labels <= 6], [0, 1, 2], 3)[early]
-    ne, nh, nf = int(early.sum()), int((~early).sum()), 134
-    # retinotopy: hemisphere (x) -> contralateral side, ventral (odd labels, hV4) -> upper field
-    side = np.where(xyz[early, 0] < np.median(xyz[:, 0]), 1.0, -1.0)
-    upper = np.where((labels[early] % 2 == 1) | (labels[early] == 7), 1.0, -1.0)
-    ecc, ang = 0.45*np.sqrt(rng.uniform(0.005, 1, ne)), rng.uniform(0, np.pi/2, ne)
-    cx, cy = 0.5 + side*ecc*np.cos(ang), 0.5 - upper*ecc*np.sin(ang)
-    sig = (0.025 + 0.18*ecc)*np.array([1.0, 1.4, 1.9, 2.6])[area]*np.exp(rng.normal(0, 0.15, ne))
-    g = (np.arange(32) + 0.5)/32
-    rf = np.exp(-((g[None, None, :] - cx[:, None, None])**2 + (g[None, :, None] - cy[:, None, None])**2)/(2*sig[:, None, None]**2))
-    rf = (rf/rf.sum((1, 2), keepdims=True)).reshape(ne, -1)
-    ncsnr_base = np.select([labels == 0, labels <= 2, labels <= 4, labels <= 6], [0.5, 0.75, 0.7, 0.62], 0.55)
-    f32 = lambda a: np.asarray(a, np.float32)
-    return dict(image_size=np.int64(DEMO['image_size']), early=early, labels=labels.astype(np.int16),
-                rf_center=f32(np.stack([cx, cy], 1)), rf_sigma=f32(sig), rf=f32(rf),
-                chan_w=f32(rng.dirichlet(np.full(9, 0.6), ne)), exponent=f32(np.array([0.8, 0.65, 0.55, 0.45])[area]),
-                **net, hid_w=f32(rng.normal(0, 1.5/np.sqrt(nf), (nf, 32))), read_w=f32(rng.normal(0, 1, (32, nh))),
-                lin_w=f32(rng.normal(0, 1/np.sqrt(nf), (nf, nh))), ncsnr=f32(ncsnr_base*np.exp(rng.normal(0, 0.3, n))),
-                amp=f32(rng.uniform(1.0, 3.0, n)), baseline=f32(rng.normal(0.5, 0.5, n)))
-
-# %% ../nbs/00_data.ipynb #9172c696
-def _write_nifti(path, vol, affine):
-    img = nib.Nifti1Image(vol, affine); img.header.set_data_dtype(vol.dtype)
-    with atomic_write(path) as tmp: img.to_filename(str(tmp))
-
-def _demo_design(seed):
-    "Shared expdesign (masterordering 0-based, subjectim 0-based (8, K)), the shared ids and the brick size."
-    D = DEMO; rng = np.random.default_rng([seed, DEMO_VERSION, 7])
-    K = D['n_shared'] + D['n_unique']; N = D['n_shared'] + 8*D['n_unique'] + D['n_unseen']
-    perm = rng.permutation(N)
-    shared = perm[:D['n_shared']]
-    subjectim = np.stack([np.concatenate([shared, perm[D['n_shared'] + s*D['n_unique']:D['n_shared'] + (s + 1)*D['n_unique']]])
-                          for s in range(8)])
-    order = rng.permutation(np.repeat(np.arange(K), D['reps']))  # each 10k index shown `reps` times
-    return order, subjectim, shared, N
-
-# %% ../nbs/00_data.ipynb #33384419
-def _write_demo_subject(root, subj, seed, feats, net, order, subjectim):
-    "Anatomy, simulator and session betas of one demo subject; `feats` = the brick's (energy, net features, mu, sd)."
-    D, rng = DEMO, np.random.default_rng([seed, DEMO_VERSION, subj, 2])
-    grid = D['grids'][subj]; affine = np.diag([1.8, 1.8, 1.8, 1.0])
-    brain, nsdgen, prf = _demo_anatomy(grid, np.random.default_rng([seed, DEMO_VERSION, subj, 0]))
-    gen = nsdgen == 1
-    for name, vol in (('nsdgeneral', nsdgen), ('prf-visualrois', prf)):
-        _write_nifti(nsd_path(root, 'roi', subj, roi=name, must_exist=False), vol, affine)
-    p = _make_brain(subj, np.argwhere(gen).astype(np.float32), np.clip(prf[gen], 0, None), net, seed)
-    energy, fh, p['feat_mu'], p['feat_sd'] = feats
-    sig = DemoBrain(p).readout(energy, fh)                  # (N, nvox) over the whole brick
-    p['sig_mu'], p['sig_sd'] = sig.mean(0), sig.std(0) + 1e-6
-    DemoBrain(p).save(Path(root)/'simulator'/f'{subj_name(subj)}.npz')
-    s = (sig - p['sig_mu'])/p['sig_sd']
-    # every brain voxel gets betas; nsdgeneral voxels carry the signal; session offsets/gains average to 0/1
-    nsd_of_trial = subjectim[subj - 1, order]; T = len(order)//D['n_sessions']
-    bidx = np.flatnonzero(brain.ravel()); in_gen = gen.ravel()[bidx]; nb = len(bidx)
-    base, amp, ncs = rng.normal(0.5, 0.5, nb).astype(np.float32), rng.uniform(1, 3, nb).astype(np.float32), np.ones(nb, np.float32)
-    base[in_gen], amp[in_gen], ncs[in_gen] = p['baseline'], p['amp'], p['ncsnr']
-    off = rng.normal(0, 0.25, (D['n_sessions'], nb)).astype(np.float32); off -= off.mean(0)
-    gain = rng.normal(1, 0.08, (D['n_sessions'], nb)).astype(np.float32); gain /= gain.mean(0)
-    for ses in range(D['n_sessions']):
-        sg = np.zeros((T, nb), np.float32); sg[:, in_gen] = s[nsd_of_trial[ses*T:(ses + 1)*T]]
-        pct = base + off[ses] + amp*(gain[ses]*sg + rng.standard_normal((T, nb), dtype=np.float32)/ncs)
-        vol = np.zeros((int(np.prod(grid)), T), np.int16)   # zeros outside the brain, as in NSD
-        vol[bidx] = np.clip(np.rint(300*pct), -32768, 32767).astype(np.int16).T
-        _write_nifti(nsd_path(root, 'betas', subj, ses + 1, must_exist=False), vol.reshape(*grid, T), affine)
-
-# %% ../nbs/00_data.ipynb #36052b75
-def _demo_stim_info(N, shared, subjectim, order, reps):
-    "nsd_stim_info_merged.csv as NSD writes it (subjectN_repK = 1-based trial numbers, 0 = not shown)."
-    ids = np.arange(N)
-    df = pd.DataFrame(dict(cocoId=100000 + ids, cocoSplit='train2017', cropBox='(0, 0, 0, 0)', loss=0.0,
-                           nsdId=ids, flagged=False, BOLD5000=False, shared1000=np.isin(ids, shared)))
-    for s in range(1, 9): df[f'subject{s}'] = np.isin(ids, subjectim[s - 1]).astype(int)
-    tr = np.argsort(order, kind='stable')                   # trials grouped by 10k index, chronological within
-    rep_tr = tr.reshape(-1, reps) + 1                        # (K, reps) 1-based trial numbers
-    for s in range(1, 9):
-        for r in range(reps):
-            col = np.zeros(N, np.int64); col[subjectim[s - 1, np.arange(rep_tr.shape[0])]] = rep_tr[:, r]
-            df[f'subject{s}_rep{r}'] = col
-    return df
-
-def make_demo_nsd(root,   # folder to write (created; existing files are overwritten)
-                  seed=0  # everything random derives from it
-                 ) -> Path:
-    "Write the demo NSD (subjects 1, 2, 5, 7) in the genuine NSD layout under `root`; returns `root`."
-    root, D = Path(root), DEMO
-    t0 = time.time()
-    order, subjectim, shared, N = _demo_design(seed)
-    images, infos = make_demo_stimuli(N, seed, D['image_size'])
-    with atomic_write(nsd_path(root, 'stimuli', must_exist=False)) as tmp:
-        with h5py.File(tmp, 'w') as f: f.create_dataset('imgBrick', data=images)
-    with atomic_write(nsd_path(root, 'expdesign', must_exist=False)) as tmp:  # NSD's fields are 1-based doubles
-        scipy.io.savemat(tmp, dict(masterordering=(order + 1)[None].astype(np.float64), subjectim=(subjectim + 1).astype(np.float64),
-                                   sharedix=(shared + 1)[None].astype(np.float64)))
-    with atomic_write(nsd_path(root, 'stim_info', must_exist=False)) as tmp:
-        _demo_stim_info(N, shared, subjectim, order, D['reps']).to_csv(tmp)
-    with atomic_write(root/'simulator'/'stimuli_provenance.json') as tmp: tmp.write_text(json.dumps(infos))
-    net = _random_net(seed)
-    energy, fh = DemoBrain(dict(net, image_size=D['image_size'])).features(images)  # once for the brick
-    feats = (energy, fh, fh.mean(0).numpy(), (fh.std(0) + 1e-6).numpy())
-    for s in tqdm(SUBJECTS, desc='demo subjects', leave=False):
-        _write_demo_subject(root, s, seed, feats, net, order, subjectim)
-    with atomic_write(root/'DEMO.json') as tmp:
-        tmp.write_text(json.dumps(dict(version=DEMO_VERSION, seed=seed, subjects=SUBJECTS, n_images=int(N),
-                                       n_sessions=D['n_sessions'], build_seconds=round(time.time() - t0, 1)), indent=1))
-    return root
-
-# %% ../nbs/00_data.ipynb #2fc4a3c0
-def ensure_demo(root=None, # where the demo lives; None: data_dir()/'demo_nsd'
-                seed=0     # the demo's seed
-               ) -> Path:
-    "The demo NSD's root, building it (under a file lock, atomically) if missing or outdated."
-    root = Path(root) if root is not None else data_dir()/'demo_nsd'
-    def ok():
-        with contextlib.suppress(Exception):
-            m = json.loads((root/'DEMO.json').read_text())
-            return m['version'] == DEMO_VERSION and m['seed'] == seed
-        return False
-    if ok(): return root
-    with file_lock(root):
-        if ok(): return root
-        tmp = root.with_name(f'.{root.name}.building-{os.getpid()}')
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            make_demo_nsd(tmp, seed)
-            if root.exists(): shutil.rmtree(root)
-            os.replace(tmp, root)
-        finally: shutil.rmtree(tmp, ignore_errors=True)
-    return root
-
 # %% ../nbs/00_data.ipynb #5821ca68
 CACHE_VERSION = 1
 
@@ -600,17 +300,13 @@ def _cached_betas(folder, root, subj, sessions, mask, normalization, sources, pr
     return np.load(folder/'betas.npy', mmap_mode='r'), stats, m['trials_per_session']
 
 # %% ../nbs/00_data.ipynb #bb2603b2
-def _default_root(dataset):
-    return data_dir()/('demo_nsd' if dataset == 'demo' else 'nsd')
-
 def _find_sessions(root, subj) -> list:
     d = nsd_path(root, 'betas', subj, 1, must_exist=False).parent
     return sorted(int(m.group(1)) for p in d.glob('betas_session*.nii.gz') if (m := re.fullmatch(r'betas_session(\d+)\.nii\.gz', p.name)))
 
-def _check_sessions(sessions, subj, dataset, root):
+def _check_sessions(sessions, subj, hi, root):
     try: sessions = sorted({int(s) for s in sessions})
     except (TypeError, ValueError): raise ValueError(f"sessions={sessions!r}: expected an iterable of session numbers (1-based ints).") from None
-    hi = NSD_SESSIONS[subj] if dataset == 'nsd' else 10**4
     if not sessions or sessions[0] < 1 or sessions[-1] > hi:
         raise ValueError(f"sessions={sessions!r} for {subj_name(subj)}: expected 1-based session numbers in 1-{hi} "
                          f"({subj_name(subj)} completed {NSD_SESSIONS[subj]} NSD sessions).")
@@ -620,24 +316,64 @@ def _check_sessions(sessions, subj, dataset, root):
                                 f"{nsd_path(root, 'betas', subj, missing[0], must_exist=False)}). " + _fix_hint(root, subj, missing))
     return sessions
 
+# %% ../nbs/00_data.ipynb #2b5aa897
+class DataSet:
+    "What the stages ask of a data set (see the list above); `NSD` and `secondsight.demo.DEMO` answer"
+    name:str = ''                        # the name runs, configs and caches are filed under
+    subjects:tuple = tuple(range(1, 9))  # the subjects it has
+    root_required:bool = True            # a run must be pointed at the files (False: the data set builds them)
+    embedder:dict = {}                   # `ImageEmbedder` arguments (`cuda_dtype`: its dtype on a GPU)
+    training = None                      # a `TrainingRecipe` (encoders trained here); None: published weights
+    generator:str = 'unclip'             # the default generator of a run
+    caveat:str|None = None               # a line every metric table of this data set carries
+    def __repr__(self): return f"{type(self).__name__}({self.name!r})"
+    def __eq__(self, other): return type(other).__name__ == type(self).__name__ and other.name == self.name  # one per name
+    def __hash__(self): return hash(self.name)
+    def default_root(self) -> Path: return data_dir()/self.name
+    def prepare(self, root=None) -> Path: return Path(root) if root is not None else self.default_root()
+    def check_subject(self, root, subj): check_subject(subj)
+    def default_sessions(self, root, subj) -> list: return _find_sessions(root, subj)
+    def max_session(self, subj) -> int: return 10**4
+    def expected_nvox(self, subj) -> int|None: return None
+    def true_brain(self, subject): return None           # images -> noiseless betas (normalized), if known
+    def generators(self) -> dict: return {}               # name -> f(cfg, subject, encoders) -> generator
+    def reference_encoders(self, subject) -> dict: return {}  # name -> Encoder, extra judges for 04_metrics
+
+# %% ../nbs/00_data.ipynb #fbef0ead
+class NSDData(DataSet):
+    "The Natural Scenes Dataset: a mirror on disk and the authors' published models"
+    name, embedder = 'nsd', dict(arch='ViT-H-14', pretrained='laion2b_s32b_b79k', cuda_dtype='float16')
+    def prepare(self, root=None) -> Path:
+        if root is not None and not Path(root).is_dir():
+            raise FileNotFoundError(f"data_root={root}: no such folder. Point it at your NSD mirror. " + _fix_hint(root))
+        return super().prepare(root)
+    def default_sessions(self, root, subj) -> list: return list(DEFAULT_NSD_SESSIONS[:NSD_SESSIONS[subj]])
+    def max_session(self, subj) -> int: return NSD_SESSIONS[subj]
+    def expected_nvox(self, subj) -> int: return NVOX[subj]
+
+NSD = NSDData()
+
+def get_dataset(name # a name in `DATASETS` ('demo', 'nsd'), or a `DataSet`
+               ) -> DataSet:
+    "The data set called `name`, importing the module that defines it on first use"
+    if isinstance(name, DataSet): return name
+    if name not in DATASETS:
+        raise ValueError(f"dataset={name!r}: expected " + ' or '.join(map(repr, DATASETS)) + '.')
+    module, attr = DATASETS[name].split(':')
+    return getattr(importlib.import_module(module), attr)
+
 # %% ../nbs/00_data.ipynb #3f81844f
 class Subject:
     "One NSD subject's nsdgeneral betas, trial -> image map, ROI masks, splits and images (see `load_subject`)."
     def __init__(self, subj:int, dataset='demo', root=None, sessions=None, normalization='zscore',
                  cache=True, progress=True, check_nvox=True):
-        self.subj = check_subject(subj)
-        if dataset not in DATASETS: raise ValueError(f"dataset={dataset!r}: expected one of {DATASETS}.")
+        self.subj, self.data_set = check_subject(subj), get_dataset(dataset)
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization={normalization!r}: expected one of {NORMALIZATIONS} ('zscore' = SS, "
                              "per voxel over all trials; 'session' = GNet, per voxel within each session).")
-        self.dataset, self.normalization = dataset, normalization
-        self.root = Path(root) if root is not None else _default_root(dataset)
-        demo_subjects = SUBJECTS
-        if dataset == 'demo':
-            with contextlib.suppress(Exception): demo_subjects = tuple(json.loads((self.root/'DEMO.json').read_text())['subjects'])
-            if self.subj not in demo_subjects:
-                    raise ValueError(f"{subj_name(subj)} is not in the demo data set at {self.root}: the demo simulates "
-                                     f"subjects {demo_subjects}. Pass one of these (or dataset='nsd' with a real NSD mirror).")
+        self.dataset, self.normalization = self.data_set.name, normalization
+        self.root = Path(root) if root is not None else self.data_set.default_root()
+        self.data_set.check_subject(self.root, self.subj)
         ed, self.stim_info = read_expdesign(self.root), read_stim_info(self.root)
         self._brick_path = nsd_path(self.root, 'stimuli')
         try:
@@ -650,14 +386,14 @@ class Subject:
         mask, prf = read_rois(self.root, self.subj)
         self.grid_shape, self.voxel_index = mask.shape, np.flatnonzero(mask.ravel())  # C-order flat indices
         self.nvox, self.roi_labels = len(self.voxel_index), prf[mask]
-        if dataset == 'nsd' and check_nvox and self.nvox != NVOX[self.subj]:
+        want = self.data_set.expected_nvox(self.subj)
+        if check_nvox and want is not None and self.nvox != want:
             raise ValueError(f"{nsd_path(self.root, 'roi', subj, roi='nsdgeneral')}: {self.nvox} voxels == 1, expected "
-                             f"{NVOX[self.subj]} for {subj_name(subj)} (the count of the released GNet and SS models). "
+                             f"{want} for {subj_name(subj)} (the count of the released GNet and SS models). "
                              "Use the func1pt8mm nsdgeneral file, or pass check_nvox=False.")
         self.roi_masks = roi_masks(self.roi_labels)
-        self.sessions = _check_sessions(_find_sessions(self.root, self.subj) if sessions is None and dataset == 'demo'
-                                        else (DEFAULT_NSD_SESSIONS[:NSD_SESSIONS[self.subj]] if sessions is None else sessions),
-                                        self.subj, dataset, self.root)
+        if sessions is None: sessions = self.data_set.default_sessions(self.root, self.subj)
+        self.sessions = _check_sessions(sessions, self.subj, self.data_set.max_session(self.subj), self.root)
         self._load_betas(mask, cache, progress)
         self._make_splits(ed)
 
@@ -667,11 +403,11 @@ class Subject:
                 f"{len(self.val_nsd_ids)}/{len(self.test_nsd_ids)}, library {len(self.library_nsd_ids)})")
 
 # %% ../nbs/00_data.ipynb #2cbbb036
-@patch(as_prop=True)
-def cache_dir(self:Subject) -> Path:
+@patch(as_prop=True, nm='cache_dir')   # `Subject.cache_dir`; the module-level `cache_dir` stays core's function
+def _subject_cache_dir(self:Subject) -> Path:
     "This subject's cache folder: `cache_dir(dataset, subj)`, in a sub-folder per data root when not the default one."
     d = cache_dir(self.dataset, self.subj)
-    if self.root.resolve() != _default_root(self.dataset).resolve():
+    if self.root.resolve() != self.data_set.default_root().resolve():
         d = d/f"root-{hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]}"; d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -765,37 +501,51 @@ def images(self:Subject, nsd_ids, # nsd ids (0-based brick rows), any order, rep
             out[a:a + len(u)] = ds[u[0]:u[-1] + 1][u - u[0]] if u[-1] - u[0] < 4*len(u) else ds[u]
     return _resize_uint8(out[inv], _size_hw(size))
 
-@patch(as_prop=True)
-def brain(self:Subject) -> DemoBrain:
-    "The demo's simulated brain of this subject (ground truth); only for dataset='demo'."
-    if self.dataset != 'demo':
-        raise ValueError(f"{subj_name(self.subj)} ({self.dataset}): the noiseless 'true' response exists only for the demo "
-                         "data set (its brain is simulated); real NSD has no ground truth.")
-    if getattr(self, '_brain', None) is None: self._brain = DemoBrain.load(self.root/'simulator'/f'{subj_name(self.subj)}.npz')
-    return self._brain
-
 @patch
 def true_betas(self:Subject, images # anything `as_images` accepts (resized to the brick size)
               ) -> np.ndarray:
-    "Demo only: the simulator's noiseless response float32 (n, nvox), normalized like `.betas`."
-    return self.normalize(self.brain.response(as_images(images, size=self.image_size)))
+    "The noiseless response float32 (n, nvox), normalized like `.betas`, where the data set knows it (the demo)"
+    f = self.data_set.true_brain(self)
+    if f is None:
+        raise ValueError(f"{subj_name(self.subj)} ({self.dataset}): the noiseless 'true' response exists only for the demo "
+                         "data set (its brain is simulated); real NSD has no ground truth.")
+    return f(images)
+
+# %% ../nbs/00_data.ipynb #9b44da9d
+def noise_ceiling(betas_nest, # (n_images, n_reps, nvox) repetitions; missing ones are all-zero rows
+                  counts=None, # (n_images,) repetitions per image, for `n_avg=None` (None: the non-zero rows)
+                  n_avg=None, # trials averaged in the data being predicted (None: each image's own count)
+                  scale:str='r2', # 'r2': NC, the explainable fraction of variance (NSD's); 'r': sqrt(NC), a correlation
+                 ) -> np.ndarray: # float32 (nvox,)
+    "NSD's noise ceiling per voxel from repeated trials: `NC = ncsnr² / (ncsnr² + 1/n_avg)` (or its square root)"
+    if scale not in ('r2', 'r'): raise ValueError(f"noise_ceiling: scale={scale!r}; expected 'r2' (NSD's NC) or 'r' (sqrt).")
+    b = np.asarray(betas_nest, np.float64)
+    valid = np.abs(b).sum(-1) > 0; c = valid.sum(1); keep = c >= 2                 # (n, reps), (n,), (n,)
+    if keep.sum() < 2: raise ValueError(f"noise_ceiling: needs >= 2 images with >= 2 repetitions, got {int(keep.sum())}")
+    b, v, k = b[keep], valid[keep, :, None], c[keep]
+    mean = (b * v).sum(1) / k[:, None]                                                # (n, nvox)
+    noise_var = (((b - mean[:, None]) ** 2) * v).sum((0, 1)) / (k - 1).sum()         # pooled within-image variance
+    signal_var = np.clip(b[v[..., 0]].var(0, ddof=1) - noise_var, 0, None)           # what remains of the total
+    ncsnr2 = signal_var / np.maximum(noise_var, 1e-12)
+    n = np.asarray((c if counts is None else counts) if n_avg is None else [n_avg], np.float64).clip(1)
+    nc = ncsnr2 / (ncsnr2 + np.mean(1 / n))
+    return (nc if scale == 'r2' else np.sqrt(nc)).astype(np.float32)
 
 # %% ../nbs/00_data.ipynb #98e15fba
-@patch
-def noise_ceiling(self:Subject, n_avg=1 # trials averaged: 1 = single-trial ceiling, 3 = NSD's usual
-                 ) -> np.ndarray:
-    "NSD's noise ceiling per voxel (fraction of variance explainable in the mean of `n_avg` trials), from all repeated images."
-    ids, rows = self.trial_nsd_ids, np.argsort(self.trial_nsd_ids, kind='stable')
-    u, start, cnt = np.unique(ids[rows], return_index=True, return_counts=True)
-    keep = cnt >= 2
-    nv_noise = np.zeros(self.nvox); tot = np.zeros(self.nvox); step = 2048
+@patch(nm='noise_ceiling')   # `Subject.noise_ceiling`; the module-level `noise_ceiling` stays the function above
+def _subject_noise_ceiling(self:Subject, n_avg=1, # trials averaged: 1 = single-trial ceiling, 3 = NSD's usual
+                           scale:str='r2', # 'r2' (NSD's NC) or 'r' (its square root)
+                          ) -> np.ndarray:
+    "`noise_ceiling` per voxel from all loaded trials of the images shown more than once (in voxel chunks)"
+    ids = self.trial_nsd_ids; order = np.argsort(ids, kind='stable')
+    u, start, cnt = np.unique(ids[order], return_index=True, return_counts=True)
+    img, slot = np.repeat(np.arange(len(u)), cnt), np.arange(len(ids)) - np.repeat(start, cnt)   # image, presentation
+    out, step = np.empty(self.nvox, np.float32), 1024
     for v in range(0, self.nvox, step):
-        b = np.asarray(self.betas[:, v:v + step], np.float64)[rows]
-        sums = np.add.reduceat(b, start, 0); sq = np.add.reduceat(b*b, start, 0)
-        var = (sq - sums**2/cnt[:, None])/np.maximum(cnt - 1, 1)[:, None]  # within-image variance (ddof=1)
-        nv_noise[v:v + step] = var[keep].mean(0); tot[v:v + step] = b.var(0, ddof=1)
-    ncsnr = np.sqrt(np.clip(tot - nv_noise, 0, None))/np.sqrt(nv_noise)  # NSD: signal sd / noise sd
-    return (ncsnr**2/(ncsnr**2 + 1/n_avg)).astype(np.float32)
+        nest = np.zeros((len(u), cnt.max(), min(step, self.nvox - v)), np.float32)
+        nest[img, slot] = np.asarray(self.betas[:, v:v + step])[order]
+        out[v:v + step] = noise_ceiling(nest, n_avg=n_avg, scale=scale)
+    return out
 
 # %% ../nbs/00_data.ipynb #093dee05
 def load_subject(subj:int,          # NSD subject 1-8 (demo: 1, 2, 5, 7)
@@ -808,10 +558,7 @@ def load_subject(subj:int,          # NSD subject 1-8 (demo: 1, 2, 5, 7)
                  **kw):
     "The `Subject` of a data set; for the demo, builds it first if needed."
     check_subject(subj)
-    if dataset not in DATASETS: raise ValueError(f"dataset={dataset!r}: expected 'demo' or 'nsd'.")
-    if dataset == 'demo': data_root = ensure_demo(data_root)
-    elif data_root is not None and not Path(data_root).is_dir():
-        raise FileNotFoundError(f"data_root={data_root}: no such folder. Point it at your NSD mirror. " + _fix_hint(data_root, subj, sessions))
+    data_root = get_dataset(dataset).prepare(data_root)   # the demo builds itself; NSD must be on disk
     return Subject(subj, dataset, data_root, sessions, normalization, cache, progress, **kw)
 
 # %% ../nbs/00_data.ipynb #d0af7d4b

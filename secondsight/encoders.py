@@ -12,16 +12,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 from safetensors.torch import save_file, load_file
-from .data import ROIS
+from .data import ROIS, noise_ceiling
 from .core import (subj_name, cache_dir, atomic_write, file_lock, as_images, seeded, voxel_corr)
 
 # %% auto #0
-__all__ = ['OPENAI_MEAN', 'OPENAI_STD', 'DEMO_ARCH', 'DEMO_ARCH_CONFIG', 'MODEL_CLASSES', 'HF_REPO', 'DEMO_CLIP', 'DEMO_AE',
-           'clip_preprocess', 'ImageEmbedder', 'demo_embedder', 'subject_cache_dir', 'image_embeddings', 'CLIPEncoder',
-           'BetaAutoencoder', 'save_model', 'load_model', 'torch_load', 'released_model_path',
-           'load_released_clip_encoder', 'load_released_autoencoder', 'fit_regressor', 'train_clip_encoder',
-           'train_autoencoder', 'model_fingerprint', 'ClipBetaEncoder', 'EnsembleEncoder', 'PixelRidgeEncoder',
-           'noise_ceiling', 'validate', 'plot_validation', 'library_beta_primes']
+__all__ = ['OPENAI_MEAN', 'OPENAI_STD', 'MODEL_CLASSES', 'HF_REPO', 'clip_preprocess', 'register_arch', 'ImageEmbedder',
+           'make_embedder', 'subject_cache_dir', 'image_embeddings', 'CLIPEncoder', 'BetaAutoencoder', 'save_model',
+           'load_model', 'torch_load', 'released_model_path', 'load_released_clip_encoder', 'load_released_autoencoder',
+           'fit_regressor', 'train_clip_encoder', 'train_autoencoder', 'model_fingerprint', 'ClipBetaEncoder',
+           'EnsembleEncoder', 'PixelRidgeEncoder', 'validate', 'plot_validation', 'library_beta_primes']
 
 # %% ../nbs/01_encoders.ipynb #37c46656
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -47,36 +46,34 @@ def clip_preprocess(images:torch.Tensor, # float (n, 3, H, W) in [0, 1]
     return (images - m) / sd
 
 # %% ../nbs/01_encoders.ipynb #0e5d88a1
-DEMO_ARCH = 'secondsight-demo-vit'
-DEMO_ARCH_CONFIG = {"embed_dim": 128,
-                    "vision_cfg": {"image_size": 64, "layers": 3, "width": 128, "head_width": 32, "patch_size": 8},
-                    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}}
-
-def _register_demo_arch():
-    "Register `DEMO_ARCH` with open_clip (idempotent)"
+def register_arch(name:str, # the architecture's name in open_clip
+                  config:dict, # an open_clip model config (`embed_dim`, `vision_cfg`, `text_cfg`)
+                 ):
+    "Register an architecture open_clip does not ship under `name` (idempotent)"
     import open_clip
-    if DEMO_ARCH in open_clip.list_models(): return
+    if name in open_clip.list_models(): return
     d = Path(tempfile.mkdtemp(prefix='secondsight-openclip-'))
-    (d / f'{DEMO_ARCH}.json').write_text(json.dumps(DEMO_ARCH_CONFIG))
-    open_clip.add_model_config(d / f'{DEMO_ARCH}.json')
+    (d / f'{name}.json').write_text(json.dumps(config))
+    open_clip.add_model_config(d / f'{name}.json')
 
 # %% ../nbs/01_encoders.ipynb #5937b92d
 class ImageEmbedder:
     "Embed images with an open_clip image tower (un-normalized embeddings, like unCLIP's `image_embeds`)"
     def __init__(self,
-                 arch:str='ViT-H-14', # open_clip architecture name (`open_clip.list_models()`) or `DEMO_ARCH`
+                 arch:str='ViT-H-14', # open_clip architecture name (`open_clip.list_models()`, or one `arch_config` defines)
                  pretrained:str|None='laion2b_s32b_b79k', # open_clip pretrained tag; None = random weights (needs `seed`)
                  device='cpu', # torch device the tower runs on
                  dtype=torch.float32, # compute dtype (float16/bfloat16 on a GPU)
                  batch_size:int=64, # images per forward pass
                  seed:int|None=None, # seed of the random weights when `pretrained` is None
                  cache_dir:str|None=None, # open_clip download cache (None: its default)
+                 arch_config:dict|None=None, # an open_clip model config to register `arch` with (e.g. the demo's small ViT)
                 ):
         import open_clip
-        if arch == DEMO_ARCH: _register_demo_arch()
+        if arch_config is not None: register_arch(arch, arch_config)
         if arch not in open_clip.list_models():
             raise ValueError(f"ImageEmbedder: arch={arch!r} is not an open_clip architecture: expected a name from "
-                             f"open_clip.list_models() (e.g. 'ViT-H-14') or {DEMO_ARCH!r}.")
+                             "open_clip.list_models() (e.g. 'ViT-H-14'), or pass arch_config to register a new one.")
         if pretrained is None and seed is None:
             raise ValueError(f"ImageEmbedder({arch!r}, pretrained=None): random weights need a seed, otherwise the "
                              "embedding space changes between runs. Pass seed=0 (or a pretrained tag).")
@@ -113,13 +110,14 @@ class ImageEmbedder:
             out.append(self.visual(x.to(self.dtype)).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, self.dim)
 
-# %% ../nbs/01_encoders.ipynb #a6444b47
-def demo_embedder(device='cpu', # torch device
-                  seed:int=0, # seed of the fixed random weights
-                  batch_size:int=256, # images per forward pass
+# %% ../nbs/01_encoders.ipynb #970313fe
+def make_embedder(spec:dict, # `ImageEmbedder` arguments, plus an optional `cuda_dtype` ('float16')
+                  device='cpu', # torch device
                  ) -> ImageEmbedder:
-    "The demo's image embedder: `DEMO_ARCH` (small open_clip ViT at 64 px) with fixed seeded random weights, no download"
-    return ImageEmbedder(DEMO_ARCH, pretrained=None, device=device, seed=seed, batch_size=batch_size)
+    "The image embedder a data set names (`DataSet.embedder`), on `device`"
+    kw = dict(spec); cuda_dtype = kw.pop('cuda_dtype', None)
+    dtype = getattr(torch, cuda_dtype) if cuda_dtype and str(device).startswith('cuda') else torch.float32
+    return ImageEmbedder(**kw, device=device, dtype=dtype)
 
 # %% ../nbs/01_encoders.ipynb #676e02b8
 def _read_json(p:Path):
@@ -569,25 +567,6 @@ class PixelRidgeEncoder:
         out = ((self.features(images) - self.mu_) / self.sd_) @ self.coef_ + self.ymu_
         return _select(out.float(), mask)
 
-# %% ../nbs/01_encoders.ipynb #9b44da9d
-def noise_ceiling(betas_nest, # (n_images, n_reps, nvox) repetitions, missing ones all-zero
-                  counts, # (n_images,) number of valid repetitions of each image
-                  n_avg=None, # trials averaged in the data being predicted (None: each image's own count)
-                 ) -> np.ndarray: # float32 (nvox,) noise ceiling on the correlation scale
-    "NSD-style noise ceiling of the correlation with trial-averaged betas"
-    b, c = np.asarray(betas_nest, np.float64), np.asarray(counts)
-    keep = c >= 2
-    if keep.sum() < 2: raise ValueError(f"noise_ceiling: needs >= 2 images with >= 2 repetitions, got {int(keep.sum())}")
-    b, c = b[keep], c[keep]
-    valid = np.arange(b.shape[1])[None, :] < c[:, None]              # (n, reps)
-    mean = (b * valid[..., None]).sum(1) / c[:, None]                  # (n, nvox)
-    noise_var = (((b - mean[:, None]) ** 2) * valid[..., None]).sum((0, 1)) / (c - 1).sum()
-    trials = b[valid]                                                   # all single trials (N, nvox)
-    signal_var = np.clip(trials.var(0, ddof=1) - noise_var, 0, None)
-    ncsnr2 = signal_var / np.maximum(noise_var, 1e-12)
-    inv_n = np.mean(1 / np.asarray(counts if n_avg is None else [n_avg], np.float64).clip(1))
-    return np.sqrt(ncsnr2 / (ncsnr2 + inv_n)).astype(np.float32)
-
 # %% ../nbs/01_encoders.ipynb #74482dda
 def validate(subject, # a `secondsight.data.Subject`
              encoders:dict, # name -> encoder (anything with `.predict(images)`)
@@ -600,7 +579,7 @@ def validate(subject, # a `secondsight.data.Subject`
     nest, counts = subject.test_betas(mode='nest')
     images = subject.images(ids)
     r = {name: voxel_corr(enc.predict(images, progress=progress), target) for name, enc in encoders.items()}
-    ceiling = noise_ceiling(nest, counts)
+    ceiling = noise_ceiling(nest, counts, scale='r')
     rows = {name: {roi: float(np.mean(v[subject.roi_masks[roi]])) for roi in ROIS} for name, v in r.items()}
     rows['noise ceiling'] = {roi: float(np.mean(ceiling[subject.roi_masks[roi]])) for roi in ROIS}
     return dict(r=r, ceiling=ceiling, table=pd.DataFrame(rows).T[list(ROIS)])
@@ -645,7 +624,3 @@ def library_beta_primes(subject, # a `secondsight.data.Subject`
         return encoder.predict(subject.images(np.arange(a, b)), batch_size=batch_size).numpy()
     return _cached_rows(path, subject.n_images, subject.nvox, dtype, compute, meta, chunk=chunk, progress=progress,
                         desc=f'beta primes {name} {subj_name(subject.subj)}')
-
-# %% ../nbs/01_encoders.ipynb #19bd80b9
-DEMO_CLIP = dict(hidden=512, lr=1e-3, batch_size=64, max_epochs=60, patience=5)
-DEMO_AE = dict(dims=(512, 256, 128), lr=1e-3, batch_size=64, max_epochs=60, patience=5)

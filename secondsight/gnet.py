@@ -14,16 +14,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 from .data import NVOX
-from secondsight.encoders import (MODEL_CLASSES, subject_cache_dir, save_model, load_model, torch_load,
-    model_fingerprint, ImageEmbedder, demo_embedder, image_embeddings, ClipBetaEncoder, EnsembleEncoder,
-    train_clip_encoder, train_autoencoder, load_released_clip_encoder, load_released_autoencoder, library_beta_primes,
-    DEMO_CLIP, DEMO_AE)
+from .encoders import (MODEL_CLASSES, subject_cache_dir, save_model, load_model, torch_load,
+    model_fingerprint, ImageEmbedder, make_embedder, image_embeddings, ClipBetaEncoder, EnsembleEncoder,
+    train_clip_encoder, train_autoencoder, load_released_clip_encoder, load_released_autoencoder, library_beta_primes)
 from .core import (subj_name, atomic_write, file_lock, resize, as_images, seeded, voxel_corr)
 
 # %% auto #0
-__all__ = ['DEMO_GNET', 'log_act', 'PreFilter', 'TrunkBlock', 'EncStage', 'GNetFeatures', 'gnet_fmap_sizes', 'LayerwiseFWRF',
-           'GNet8j', 'GNetEncoder', 'save_gnet_multisubject', 'load_gnet_multisubject', 'gnet_loss', 'train_gnet',
-           'EncoderSet', 'get_encoders']
+__all__ = ['log_act', 'PreFilter', 'TrunkBlock', 'EncStage', 'GNetFeatures', 'gnet_fmap_sizes', 'LayerwiseFWRF', 'GNet8j',
+           'GNetEncoder', 'save_gnet_multisubject', 'load_gnet_multisubject', 'gnet_loss', 'train_gnet', 'EncoderSet',
+           'TrainingRecipe', 'published_encoders', 'trained_encoders', 'get_encoders']
 
 # %% ../nbs/02_gnet.ipynb #c8500abc
 def log_act(x): # any tensor
@@ -375,29 +374,35 @@ class EncoderSet:
         return getattr(self, name)
 
 # %% ../nbs/02_gnet.ipynb #68e74c1b
-DEMO_GNET = dict(input_size=64, trunk_width=8, pass_through=24, lr=1e-3, batch_size=32, epochs=12, prefilter='random',
-                 average_reps=True)
+@dataclass(frozen=True)
+class TrainingRecipe:
+    "How `get_encoders` trains a subject's encoders where a data set has no published weights (`DataSet.training`)"
+    clip: dict         # `train_clip_encoder` settings
+    gnet: dict         # `train_gnet` settings
+    autoencoder: dict  # `train_autoencoder` settings
 
-def _nsd_encoders(subject, device, models_dir, embedder=None):
+def published_encoders(subject, device='cpu', models_dir=None, embedder=None) -> EncoderSet:
+    "The authors' published GNet, CLIP encoder and autoencoder of a subject, from `models_dir`"
     sn = f'sub{subject.subj:02d}'
     names = ['gnet_multisubject', f'{sn}_clip_encoder.pt', f'{sn}_hybrid_autoencoder.pt']
     missing = [n for n in names if models_dir is None or not (Path(models_dir) / n).exists()]
     if missing:
-        raise FileNotFoundError(f"get_encoders({subj_name(subject.subj)}, dataset='nsd'): missing {missing} in models_dir="
+        raise FileNotFoundError(f"get_encoders({subj_name(subject.subj)}, dataset={subject.dataset!r}): missing {missing} in models_dir="
                                 f"{models_dir}: download them from https://huggingface.co/reesekneeland/Second-Sight "
                                 f"(resolve/main/<name>) into one folder and pass it as models_dir.")
-    cuda = str(device).startswith('cuda')
-    if embedder is None: embedder = ImageEmbedder(device=device, dtype=torch.float16 if cuda else torch.float32)
+    if embedder is None: embedder = make_embedder(subject.data_set.embedder, device)   # after the checks: 4 GB
     clip = ClipBetaEncoder(embedder, load_released_clip_encoder(Path(models_dir) / names[1], subject.nvox, device))
     gnet = load_gnet_multisubject(Path(models_dir) / names[0], subject, device=device)
     ae = load_released_autoencoder(Path(models_dir) / names[2], subject.nvox, device)
-    return embedder, clip, gnet, ae
+    return EncoderSet(embedder, clip, gnet, ae)
 
 # %% ../nbs/02_gnet.ipynb #0d3cb0de
-def _demo_encoders(subject, device, models_dir, progress, train=True):
+def trained_encoders(subject, recipe:TrainingRecipe, device='cpu', models_dir=None, progress=False, train=True,
+                     embedder=None) -> EncoderSet:
+    "A subject's encoders trained with `recipe` and cached in `models_dir` (default: the subject's cache)"
     d = Path(models_dir) if models_dir is not None else subject_cache_dir(subject) / 'models'
     d.mkdir(parents=True, exist_ok=True)
-    embedder = demo_embedder(device=device)
+    if embedder is None: embedder = make_embedder(subject.data_set.embedder, device)
     with file_lock(d / 'train.lock'):
         def get(name, settings, fit, after=()):
             "Load a cached model trained with these settings (and on these upstream models), else train and save it"
@@ -416,24 +421,25 @@ def _demo_encoders(subject, device, models_dir, progress, train=True):
             save_model(model, p, history=hist, trained_with=key, trained_by=dict(pid=os.getpid(), time=time.time()))
             return load_model(p, device)
         E = image_embeddings(subject, embedder, progress=progress)
-        clip_m = get('clip', dict(DEMO_CLIP, embedder=embedder.name),
-                     lambda: train_clip_encoder(subject, E, device=device, progress=progress, **DEMO_CLIP))
-        gnet_m = get('gnet', DEMO_GNET, lambda: train_gnet(subject, device=device, progress=progress, **DEMO_GNET))
+        clip_m = get('clip', dict(recipe.clip, embedder=embedder.name),
+                     lambda: train_clip_encoder(subject, E, device=device, progress=progress, **recipe.clip))
+        gnet_m = get('gnet', recipe.gnet, lambda: train_gnet(subject, device=device, progress=progress, **recipe.gnet))
         clip, gnet = ClipBetaEncoder(embedder, clip_m), GNetEncoder(gnet_m)
         primes = lambda: library_beta_primes(subject, EnsembleEncoder([gnet, clip]), 'hybrid', progress=progress)
-        ae = get('autoencoder', DEMO_AE, lambda: train_autoencoder(subject, primes(), device=device, progress=progress, **DEMO_AE),
+        ae = get('autoencoder', recipe.autoencoder, lambda: train_autoencoder(subject, primes(), device=device, progress=progress,
+                                                                    **recipe.autoencoder),
                  after=(clip_m, gnet_m))
-    return embedder, clip, gnet, ae
+    return EncoderSet(embedder, clip, gnet, ae)
 
+# %% ../nbs/02_gnet.ipynb #f9c695af
 def get_encoders(subject, # a `secondsight.data.Subject`
                  device='cpu', # torch device
-                 models_dir=None, # nsd: folder with the published files; demo: where trained models go (None: cache_dir)
+                 models_dir=None, # published weights: the folder holding them; trained: where they go (None: cache)
                  progress:bool=False, # progress bars while training/embedding
-                 embedder:ImageEmbedder|None=None, # nsd: an already loaded embedder to reuse (None: ViT-H-14 laion2b)
-                 train:bool=True, # demo: train missing models (False: raise, naming the command that trains them)
+                 embedder:ImageEmbedder|None=None, # an already loaded embedder to reuse (None: the data set's)
+                 train:bool=True, # trained encoders: train missing ones (False: raise, naming the command)
                 ) -> EncoderSet:
-    "The encoders of a subject: published weights (NSD) or trained once and cached (demo)"
-    if subject.dataset == 'nsd': embedder, clip, gnet, ae = _nsd_encoders(subject, device, models_dir, embedder)
-    elif subject.dataset == 'demo': embedder, clip, gnet, ae = _demo_encoders(subject, device, models_dir, progress, train)
-    else: raise ValueError(f"get_encoders: subject.dataset={subject.dataset!r}: expected 'demo' or 'nsd'")
-    return EncoderSet(embedder, clip, gnet, ae)
+    "A subject's encoders: the published weights, or trained once and cached where the data set has a recipe"
+    ds = subject.data_set
+    if ds.training is None: return published_encoders(subject, device, models_dir, embedder)
+    return trained_encoders(subject, ds.training, device, models_dir, progress, train, embedder)

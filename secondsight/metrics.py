@@ -18,7 +18,7 @@ from PIL import Image
 
 from tqdm import tqdm
 
-from .data import ROIS
+from .data import ROIS, get_dataset
 from .gnet import EncoderSet, get_encoders
 from .search import RunFolder
 from secondsight.core import (subj_name, atomic_write, as_images, load_image, _rows64, pearson_rows, to_gray,
@@ -29,8 +29,8 @@ __all__ = ['METRICS', 'LOW_LEVEL', 'TWO_WAY', 'DISTANCE', 'LOWER_IS_BETTER', 'RA
            'IMAGENET_NORM', 'CLIP_NORM', 'NET_METRICS', 'METRIC_NET', 'SWAV_URL', 'CLIP_ARCH', 'SEEN', 'PUBLISHED',
            'PUBLISHED_BRAIN', 'metric_label', 'MetricConvention', 'get_convention', 'scale_nets', 'resize_images',
            'pixcorr', 'ssim_gray', 'ssim', 'corr_matrix', 'two_way_identification', 'two_way', 'corr_distance',
-           'MetricWeightsError', 'MetricNet', 'load_metric_net', 'image_metrics', 'brain_correlation', 'TrueBrain',
-           'brain_metrics', 'Run', 'read_run', 'stage_table', 'to_markdown', 'caveats', 'published_comparison',
+           'MetricWeightsError', 'MetricNet', 'load_metric_net', 'image_metrics', 'brain_correlation', 'brain_metrics',
+           'Run', 'read_run', 'stage_table', 'to_markdown', 'caveats', 'published_comparison',
            'published_brain_comparison', 'plot_stage_metrics', 'plot_brain_rois', 'plot_grid', 'Evaluation',
            'table_markdown', 'mean_over_subjects', 'evaluate_subject', 'evaluate_run']
 
@@ -454,17 +454,6 @@ def brain_correlation(betas, # measured betas (n, nvox), nsdgeneral order
         out[roi] = pearson_rows(b[:, m], p[:, m])
     return pd.DataFrame(out)
 
-# %% ../nbs/04_metrics.ipynb #699e3ff6
-class TrueBrain:
-    "The demo simulator's noiseless response as an Encoder (`Subject.true_betas`): a judge the search never saw."
-    def __init__(self, subject): self.subject, self.nvox = subject, subject.nvox
-    def __repr__(self): return f"TrueBrain(subj={self.subject.subj})"
-    def predict(self, images, batch_size:int=256, progress:bool=False)->torch.Tensor:
-        "Simulated noiseless betas (n, nvox), normalised like the subject's betas."
-        x = as_images(images)
-        return torch.cat([torch.as_tensor(np.asarray(self.subject.true_betas(x[s:s + batch_size])), dtype=torch.float32)
-                          for s in range(0, len(x), batch_size)])
-
 # %% ../nbs/04_metrics.ipynb #e7ca7d0b
 SEEN = 'seen'  # stage name of the ceiling rows (the seen image's own prediction)
 
@@ -583,7 +572,7 @@ def caveats(convention:MetricConvention, weights:str, labels:dict, n:int, datase
     "The caveats that apply to a table of our numbers (shown above every table and figure)."
     out = []
     if weights == 'random': out.append(f"**{RANDOM_WEIGHTS_LABEL.upper()}**: the network metrics use randomly initialised networks.")
-    if dataset == 'demo': out.append("Demo data set: simulated brain, 64-px images; nothing here is comparable with NSD numbers.")
+    if get_dataset(dataset).caveat: out.append(get_dataset(dataset).caveat)
     out.append(f"Convention `{convention.name}`: {convention.source or 'a custom MetricConvention'}; networks: "
                + '; '.join(labels.values()) + '.')
     out.append(f"N = {n} test images: two-way identification has resolution 1/{max(n - 1, 1)} and its distractors are these "
@@ -683,20 +672,16 @@ class Evaluation:
     settings: dict  # convention, weights, network labels, encoders, timings
 
 def _resolve_encoders(encoders, subject, device)->dict:
-    "Encoder names/objects -> {name: Encoder}."
-    if encoders is None: encoders = ('gnet', 'hybrid') + (('true',) if subject.dataset == 'demo' else ())
+    "Encoder names/objects -> {name: Encoder}; the data set may add judges of its own (the demo's 'true')."
+    refs = subject.data_set.reference_encoders(subject)
+    if encoders is None: encoders = ('gnet', 'hybrid') + tuple(refs)
     if isinstance(encoders, dict): return dict(encoders)
-    bad = [n for n in encoders if n != 'true' and n not in EncoderSet.PREDICTORS]
-    if bad: raise ValueError(f"Unknown encoder {bad[0]!r}: expected 'true' or one of {EncoderSet.PREDICTORS}.")
-    out, fitted = {}, None
-    for name in encoders:
-        if name == 'true':
-            if subject.dataset != 'demo': raise ValueError("encoder 'true' (the simulator's response) exists only on the demo data set.")
-            out[name] = TrueBrain(subject); continue
-        if fitted is None:
-            fitted = get_encoders(subject, device=device, train=False)   # evaluation reads models, never trains them
-        out[name] = fitted.predictor(name)
-    return out
+    bad = [n for n in encoders if n not in refs and n not in EncoderSet.PREDICTORS]
+    if bad:
+        raise ValueError(f"Unknown encoder {bad[0]!r} for the {subject.dataset} data set: expected one of "
+                         f"{EncoderSet.PREDICTORS + tuple(refs)} ('true', the simulator's response, exists only on the demo).")
+    fitted = get_encoders(subject, device=device, train=False) if set(encoders) - set(refs) else None  # reads, never trains
+    return {n: refs[n] if n in refs else fitted.predictor(n) for n in encoders}
 
 def _write(path:Path, text:str)->Path:
     with atomic_write(path, 'w') as f: f.write(text)

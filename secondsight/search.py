@@ -7,26 +7,27 @@ from __future__ import annotations
 import contextlib, json, os, shutil, tempfile, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .core import (SUBJECTS, subj_name, atomic_write, file_lock, resize, as_images, to_uint8, save_image,
+from .core import (subj_name, atomic_write, file_lock, resize, as_images, to_uint8, save_image,
     derive_seed, sample_seeds, _as_tensor, standardize_rows, mean_query, pearson_matrix, brain_scores, pearson_rows,
     to_gray, ssim_rows)
 
 # %% auto #0
 __all__ = ['DTYPES', 'SCHEDULERS', 'UNCLIP_ID', 'RUN_INDEPENDENT', 'strength_schedule', 'momentum_schedule', 'samples_per_branch',
-           'SearchConfig', 'rank_library', 'slerp', 'DemoGenerator', 'make_scheduler', 'noise_image_embeddings',
+           'SearchConfig', 'rank_library', 'Generator', 'slerp', 'make_scheduler', 'noise_image_embeddings',
            'UnCLIPGenerator', 'unclip_scheduler_config', 'tiny_unclip', 'InitialGuess', 'initial_guesses',
-           'SearchResult', 'search', 'RunFolder', 'select_images', 'claim_out_dir', 'make_generator', 'denoise_betas',
-           'stage_scores', 'plot_stages', 'reconstruct_image', 'run_subject']
+           'SearchResult', 'search', 'RunFolder', 'select_images', 'claim_out_dir', 'unclip_generator',
+           'make_generator', 'denoise_betas', 'stage_scores', 'plot_stages', 'reconstruct_image', 'run_subject']
 
 # %% ../nbs/03_search.ipynb #24833b71
-from .data import load_subject
+from .data import DATASETS, get_dataset, load_subject
 from .encoders import image_embeddings, library_beta_primes
 from .gnet import EncoderSet, get_encoders
 
@@ -83,59 +84,75 @@ class SearchConfig:
     models_dir: str|None = None    # nsd: folder with the published GNet/CLIP-encoder/autoencoder weights
 
     def __post_init__(self):
-        set_ = lambda k, v: object.__setattr__(self, k, v)
-        if not isinstance(self.subj, (int, np.integer)) or not 1 <= self.subj <= 8:
-            _fail('subj', self.subj, "one of 1-8 (the references use 1, 2, 5, 7, who completed all 40 sessions)",
-                  "Pass one of these.")
-        if self.dataset not in ('demo', 'nsd'): _fail('dataset', self.dataset, "'demo' or 'nsd'", "Pass one of these.")
-        if self.dataset == 'demo' and self.subj not in SUBJECTS:
-            _fail('subj', self.subj, f"one of {SUBJECTS} on the demo data set (the subjects it simulates)",
-                  "Pass one of these or use dataset='nsd'.")
-        if self.dtype not in DTYPES: _fail('dtype', self.dtype, f"one of {tuple(DTYPES)}", "Pass one of these.")
-        if str(self.device).startswith('cuda') and not torch.cuda.is_available():
-            _fail('device', self.device, "a device torch can use (torch.cuda.is_available() is False here)",
-                  "Use device='cpu' or run on a GPU machine.")
-        for k in ('n_iter', 'n_samples', 'n_branches', 'min_per_branch', 'n_embed', 'n_lowlevel', 'n_shards',
-                  'num_inference_steps'):
-            v = getattr(self, k)
-            if not isinstance(v, (int, np.integer)) or v < 1: _fail(k, v, "an integer >= 1", "Pass a positive integer.")
-        if self.n_branches > self.n_samples:
-            _fail('n_branches', self.n_branches, f"at most n_samples={self.n_samples} (each branch is seeded by one "
-                  "of the previous iteration's samples)", "Lower n_branches or raise n_samples.")
-        if not 0 <= self.shard < self.n_shards:
-            _fail('shard', self.shard, f"0 <= shard < n_shards={self.n_shards}", "Shards are numbered from 0.")
-        s = self.strengths()
-        if not all(0 < x <= 1 for x in s) or not 0 < self.init_strength <= 1:
-            _fail('strength_start', (self.strength_start, self.strength_drop, self.init_strength),
-                  f"strengths in (0, 1]; the schedule start - drop*((i+1)/n_iter)**3 gives {[round(x, 3) for x in s]} "
-                  f"and init_strength={self.init_strength}", "Use 0 < strength_start - strength_drop and strength_start <= 1.")
-        if not 0 <= self.momentum <= 1: _fail('momentum', self.momentum, "a slerp weight in [0, 1]", "")
-        if self.images is not None:
-            ids = (self.images,) if isinstance(self.images, (int, np.integer)) else tuple(int(i) for i in self.images)
-            if not ids or min(ids) < 0: _fail('images', self.images, "a non-empty list of 0-based nsd ids", "")
-            set_('images', ids)
-        if self.n_images is not None and (not isinstance(self.n_images, (int, np.integer)) or self.n_images < 1):
-            _fail('n_images', self.n_images, "None or an integer >= 1", "")
-        gen = self.generator or ('demo' if self.dataset == 'demo' else 'unclip')
-        if gen not in ('demo', 'unclip'): _fail('generator', gen, "'demo' or 'unclip'", "")
-        if gen == 'demo' and self.dataset != 'demo':
-            _fail('generator', gen, "'unclip' on NSD (the demo generator models the demo images only)", "")
-        set_('generator', gen)
-        if self.scheduler not in SCHEDULERS: _fail('scheduler', self.scheduler, f"one of {SCHEDULERS}", "")
-        if gen == 'unclip' and min(s + [self.init_strength]) * self.num_inference_steps < 1:
-            _fail('num_inference_steps', self.num_inference_steps, "enough steps that the lowest strength still "
-                  "denoises at least one step", "Raise num_inference_steps.")
-        if self.dataset == 'nsd':
-            root = self.data_root or os.environ.get('SECONDSIGHT_DATA')
-            if root is None:
-                _fail('data_root', None, "the folder of an NSD mirror for dataset='nsd'",
-                      "Pass data_root (papermill: -p data_root /path/to/nsd) or set $SECONDSIGHT_DATA; "
-                      "`secondsight-download` fetches the files.")
-            if not Path(root).is_dir():
-                _fail('data_root', str(root), "an existing folder holding an NSD mirror", "Check the path or download NSD.")
+        "Check every field, cheapest first; a bad value raises at once, naming the field and the fix."
+        self._check_run(); self._check_counts(); self._check_schedule(); self._check_images(); self._check_data()
 
     def strengths(self)->list[float]: return strength_schedule(self.n_iter, self.strength_start, self.strength_drop)
     def momenta(self)->list[float]: return momentum_schedule(self.n_iter, self.momentum)
+
+# %% ../nbs/03_search.ipynb #610cd9a0
+@patch
+def _check_run(self:SearchConfig):
+    if not isinstance(self.subj, (int, np.integer)) or not 1 <= self.subj <= 8:
+        _fail('subj', self.subj, "one of 1-8 (the references use 1, 2, 5, 7, who completed all 40 sessions)", "Pass one of these.")
+    if self.dtype not in DTYPES: _fail('dtype', self.dtype, f"one of {tuple(DTYPES)}", "Pass one of these.")
+    if str(self.device).startswith('cuda') and not torch.cuda.is_available():
+        _fail('device', self.device, "a device torch can use (torch.cuda.is_available() is False here)",
+              "Use device='cpu' or run on a GPU machine.")
+    if self.scheduler not in SCHEDULERS: _fail('scheduler', self.scheduler, f"one of {SCHEDULERS}", "")
+
+@patch
+def _check_counts(self:SearchConfig):
+    for k in ('n_iter', 'n_samples', 'n_branches', 'min_per_branch', 'n_embed', 'n_lowlevel', 'n_shards', 'num_inference_steps'):
+        v = getattr(self, k)
+        if not isinstance(v, (int, np.integer)) or v < 1: _fail(k, v, "an integer >= 1", "Pass a positive integer.")
+    if self.n_branches > self.n_samples:
+        _fail('n_branches', self.n_branches, f"at most n_samples={self.n_samples} (each branch is seeded by one "
+              "of the previous iteration's samples)", "Lower n_branches or raise n_samples.")
+
+# %% ../nbs/03_search.ipynb #66188f74
+@patch
+def _check_schedule(self:SearchConfig):
+    s = self.strengths()
+    if not all(0 < x <= 1 for x in s) or not 0 < self.init_strength <= 1:
+        _fail('strength_start', (self.strength_start, self.strength_drop, self.init_strength),
+              f"strengths in (0, 1]; the schedule start - drop*((i+1)/n_iter)**3 gives {[round(x, 3) for x in s]} "
+              f"and init_strength={self.init_strength}", "Use 0 < strength_start - strength_drop and strength_start <= 1.")
+    if not 0 <= self.momentum <= 1: _fail('momentum', self.momentum, "a slerp weight in [0, 1]", "")
+
+@patch
+def _check_images(self:SearchConfig):
+    if not 0 <= self.shard < self.n_shards:
+        _fail('shard', self.shard, f"0 <= shard < n_shards={self.n_shards}", "Shards are numbered from 0.")
+    if self.images is not None:
+        ids = (self.images,) if isinstance(self.images, (int, np.integer)) else tuple(int(i) for i in self.images)
+        if not ids or min(ids) < 0: _fail('images', self.images, "a non-empty list of 0-based nsd ids", "")
+        object.__setattr__(self, 'images', ids)
+    if self.n_images is not None and (not isinstance(self.n_images, (int, np.integer)) or self.n_images < 1):
+        _fail('n_images', self.n_images, "None or an integer >= 1", "")
+
+# %% ../nbs/03_search.ipynb #9bb75edd
+@patch
+def _check_data(self:SearchConfig):
+    if self.dataset not in DATASETS: _fail('dataset', self.dataset, ' or '.join(map(repr, DATASETS)), "Pass one of these.")
+    ds = get_dataset(self.dataset)
+    if self.subj not in ds.subjects:
+        _fail('subj', self.subj, f"one of {ds.subjects} on the {ds.name} data set", "Pass one of these (or another data set).")
+    gens = ('unclip', *ds.generators())
+    gen = self.generator or ds.generator
+    if gen not in gens: _fail('generator', gen, f"one of {gens} on the {ds.name} data set", "")
+    object.__setattr__(self, 'generator', gen)
+    if gen == 'unclip' and min(self.strengths() + [self.init_strength]) * self.num_inference_steps < 1:
+        _fail('num_inference_steps', self.num_inference_steps, "enough steps that the lowest strength still "
+              "denoises at least one step", "Raise num_inference_steps.")
+    if ds.root_required:
+        root = self.data_root or os.environ.get('SECONDSIGHT_DATA')
+        if root is None:
+            _fail('data_root', None, f"the folder of an NSD mirror for dataset={self.dataset!r}",
+                  "Pass data_root (papermill: -p data_root /path/to/nsd) or set $SECONDSIGHT_DATA; "
+                  "`secondsight-download` fetches the files.")
+        if not Path(root).is_dir():
+            _fail('data_root', str(root), "an existing folder holding an NSD mirror", "Check the path or download NSD.")
 
 # %% ../nbs/03_search.ipynb #6e101909
 def _take_rows(p, idx):
@@ -171,6 +188,15 @@ def rank_library(queries,               # (q, nvox) or nested (q, reps, nvox) me
         best_i = cat_i.gather(1, j)
     return best_s, best_i
 
+# %% ../nbs/03_search.ipynb #308d6837
+@runtime_checkable
+class Generator(Protocol):
+    "What the search needs of an image model: an embedding space, a latent space, and conditioned img2img variations"
+    def embed(self, images) -> torch.Tensor: ...           # (n, d) image embeddings, the conditioning space
+    def encode_latents(self, images) -> torch.Tensor: ...  # images -> latents
+    def decode_latents(self, latents) -> torch.Tensor: ... # latents -> images (n,3,H,W) in [0, 1]
+    def vary(self, init_images, embeds, strength:float, n:int, seed:int|Sequence[int]=0) -> torch.Tensor: ...  # n variations
+
 # %% ../nbs/03_search.ipynb #3f757fc4
 def slerp(a:torch.Tensor, # (..., d) start (t=0)
           b:torch.Tensor, # (..., d) end (t=1)
@@ -191,89 +217,6 @@ def _broadcast(x:torch.Tensor, n:int, what:str)->torch.Tensor:
     if x.shape[0] == n: return x
     if x.shape[0] == 1: return x.expand(n, *x.shape[1:])
     raise ValueError(f"{what} has {x.shape[0]} rows: expected 1 (shared by all samples) or n={n}")
-
-# %% ../nbs/03_search.ipynb #b23f8131
-def _alphas_cumprod(n:int=1000, beta_start:float=0.00085, beta_end:float=0.012)->torch.Tensor:
-    "Stable Diffusion's 'scaled_linear' cumulative alphas (signal fraction) over n training steps."
-    betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, n, dtype=torch.float64) ** 2
-    return torch.cumprod(1 - betas, 0).float()
-
-def _ridge_fit(X, Y, alphas=(1e-4, 1e-3, 1e-2, 1e-1, 1., 10., 100.), val_frac=0.2, seed=0):
-    "Ridge from standardized X to Y with a bias; alpha picked on a held-out split (R^2), then refit on all rows."
-    n = len(X); perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    va, tr = perm[:max(1, int(n * val_frac))], perm[max(1, int(n * val_frac)):]
-    def fit(rows, alpha):
-        x, y = X[rows], Y[rows]
-        xm, ym = x.mean(0), y.mean(0)
-        A = (x - xm).T @ (x - xm) + alpha * len(rows) * torch.eye(X.shape[1])
-        W = torch.linalg.solve(A, (x - xm).T @ (y - ym))
-        return W, ym - xm @ W
-    def r2(W, b): return 1 - ((X[va] @ W + b - Y[va]) ** 2).sum() / ((Y[va] - Y[tr].mean(0)) ** 2).sum()
-    alpha = max(alphas, key=lambda a: float(r2(*fit(tr, a))))
-    return (*fit(torch.arange(n), alpha), alpha)
-
-# %% ../nbs/03_search.ipynb #92acd02d
-class DemoGenerator:
-    "The demo's image model: a Gaussian in a PCA basis of library images, its mean conditioned on the image embedding."
-    def __init__(self, mean, components, weight, bias, resid_std, embedder, size:int, alpha:float=1.):
-        self.mean, self.components = mean, components     # (D,), (k, D): D = 3*size*size in [-1, 1] units
-        self.weight, self.bias = weight, bias             # ridge (d, k), (k,): embedding -> prior mean of the latents
-        self.resid_std, self.embedder, self.size, self.alpha = resid_std, embedder, size, alpha   # (k,)
-        self.acp = _alphas_cumprod()
-
-    @classmethod
-    def fit(cls, images,             # library images: uint8 (n,H,W,3) or float (n,3,H,W)
-            embedder,                # object with .embed(images) -> (n, d) (the CLIP-space embedder)
-            embeds=None,             # (n, d) embeddings of `images` if already computed
-            n_components:int=256,    # PCA components = latent dimension
-            size:int|None=None):     # model resolution (default: the images')
-        "Fit PCA, the embedding ridge and the residual variances on library images."
-        x = as_images(images)
-        size = size or x.shape[-1]
-        x = resize(x, size).flatten(1) * 2 - 1                                    # (n, D) in [-1, 1]
-        if embeds is None: embeds = embedder.embed(x.view(-1, 3, size, size) * 0.5 + 0.5)
-        E = _as_tensor(embeds)
-        if len(E) != len(x): raise ValueError(f"{len(E)} embeddings for {len(x)} images")
-        k = min(n_components, len(x) - 1)
-        mean = x.mean(0)
-        with torch.random.fork_rng(devices=[]):                                   # randomized SVD, seeded
-            torch.manual_seed(0)
-            _, _, V = torch.svd_lowrank(x - mean, q=min(k + 16, min(x.shape)), niter=4)
-        comps = V[:, :k].T.contiguous()                                           # (k, D)
-        C = (x - mean) @ comps.T                                                  # (n, k) latents
-        W, b, alpha = _ridge_fit(E, C)
-        resid_std = (C - (E @ W + b)).std(0).clamp_min(1e-4)
-        return cls(mean, comps, W, b, resid_std, embedder, size, alpha)
-
-    def embed(self, images)->torch.Tensor:
-        "Image embeddings (n, d) in the conditioning space."
-        return _as_tensor(self.embedder.embed(resize(as_images(images), self.size))).cpu()
-
-    def encode_latents(self, images)->torch.Tensor:
-        "PCA coefficients (n, k) of images."
-        x = resize(as_images(images), self.size).flatten(1) * 2 - 1
-        return (x - self.mean) @ self.components.T
-
-    def decode_latents(self, latents)->torch.Tensor:
-        "Images (n,3,size,size) in [0, 1] from PCA coefficients."
-        x = _as_tensor(latents) @ self.components + self.mean
-        return ((x + 1) / 2).clamp(0, 1).view(-1, 3, self.size, self.size)
-
-    def vary(self, init_images, embeds, strength:float, n:int, seed:int|Sequence[int]=0)->torch.Tensor:
-        "n variations of the init image(s) (1|n,3,H,W) conditioned on embeds (1|n,d), with img2img strength in (0, 1]."
-        if not 0 < strength <= 1: raise ValueError(f"strength must be in (0, 1] (1 = ignore the init image); got {strength}")
-        gens = [torch.Generator().manual_seed(s) for s in sample_seeds(seed, n)]
-        draw = lambda: torch.stack([torch.randn(len(self.resid_std), generator=g) for g in gens])   # (n, k)
-        E = _broadcast(_as_tensor(embeds).reshape(-1, self.weight.shape[0]), n, 'embeds')
-        m, v = E @ self.weight + self.bias, self.resid_std ** 2                  # prior N(m, v) of the latents
-        eps1, eps2 = draw(), draw()
-        if strength < 1:
-            a2 = self.acp[min(int(strength * len(self.acp)), len(self.acp) - 1)]  # signal fraction at t = strength*T
-            c0 = _broadcast(self.encode_latents(init_images), n, 'init_images')
-            y = a2.sqrt() * c0 + (1 - a2).sqrt() * eps1                          # the noised init latents
-            prec = 1 / v + a2 / (1 - a2)                                          # posterior of c given y
-            m, v = (m / v + a2.sqrt() * y / (1 - a2)) / prec, 1 / prec
-        return self.decode_latents(m + v.sqrt() * eps2)
 
 # %% ../nbs/03_search.ipynb #429fcf42
 def make_scheduler(name:str,   # 'ddim' | 'dpmsolver'
@@ -299,6 +242,8 @@ def noise_image_embeddings(embeds, noise_level:int, normalizer, noising_schedule
     return torch.cat((x, level_emb.to(x.dtype)), 1)
 
 # %% ../nbs/03_search.ipynb #a4d85d23
+UNCLIP_ID = 'stabilityai/stable-diffusion-2-1-unclip'
+
 class UnCLIPGenerator:
     "img2img with a strength over the components of Stable Diffusion 2.1 unCLIP (stock diffusers)."
     def __init__(self,
@@ -341,135 +286,124 @@ class UnCLIPGenerator:
         return (f"UnCLIPGenerator(size={self.size}, steps={self.num_inference_steps}, guidance={self.guidance_scale}, "
                 f"scheduler={type(self.scheduler).__name__}, device={self.device}, dtype={self.dtype})")
 
-# %% ../nbs/03_search.ipynb #db1cbda1
-UNCLIP_ID = 'stabilityai/stable-diffusion-2-1-unclip'
+    @classmethod
+    def from_pretrained(cls, model_id:str=UNCLIP_ID, # hub id or local folder in the diffusers layout
+                         scheduler:str='ddim',        # 'ddim' | 'dpmsolver'
+                         device='cuda', dtype=torch.float16, variant:str|None=None,
+                         embedder=None,               # embed with this (e.g. the encoders' ViT-H embedder) instead of the image encoder
+                         **kwargs):
+        "Load the unCLIP components with `from_pretrained` (kwargs go to `UnCLIPGenerator`)."
+        from diffusers import AutoencoderKL, UNet2DConditionModel, DDIMScheduler, DDPMScheduler
+        from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+        from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection, CLIPImageProcessor
+        def load(kind, sub, **kw):
+            try: return kind.from_pretrained(model_id, subfolder=sub, **kw)
+            except Exception as e:
+                raise OSError(f"could not load {sub!r} of {model_id!r} ({type(e).__name__}: {e}). Download the model once "
+                              f"with `huggingface-cli download {model_id}` (or `hf download`) on a machine with internet, "
+                              "or pass model_id= a local folder in the diffusers layout.") from e
+        w = dict(torch_dtype=dtype, variant=variant)
+        image = (dict(image_encoder=load(CLIPVisionModelWithProjection, 'image_encoder', **w),
+                      feature_extractor=load(CLIPImageProcessor, 'feature_extractor')) if embedder is None else dict(embedder=embedder))
+        return cls(unet=load(UNet2DConditionModel, 'unet', **w), vae=load(AutoencoderKL, 'vae', **w),
+                   scheduler=make_scheduler(scheduler, load(DDIMScheduler, 'scheduler').config),
+                   tokenizer=load(CLIPTokenizer, 'tokenizer'), text_encoder=load(CLIPTextModel, 'text_encoder', **w),
+                   image_normalizer=load(StableUnCLIPImageNormalizer, 'image_normalizer', **w),
+                   image_noising_scheduler=load(DDPMScheduler, 'image_noising_scheduler'), device=device, dtype=dtype,
+                   **image, **kwargs)
 
-@classmethod
-def _from_pretrained(cls, model_id:str=UNCLIP_ID, # hub id or local folder in the diffusers layout
-                     scheduler:str='ddim',        # 'ddim' | 'dpmsolver'
-                     device='cuda', dtype=torch.float16, variant:str|None=None,
-                     embedder=None,               # embed with this (e.g. the encoders' ViT-H embedder) instead of the image encoder
-                     **kwargs):
-    "Load the unCLIP components with `from_pretrained` (kwargs go to `UnCLIPGenerator`)."
-    from diffusers import AutoencoderKL, UNet2DConditionModel, DDIMScheduler, DDPMScheduler
-    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
-    from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection, CLIPImageProcessor
-    def load(kind, sub, **kw):
-        try: return kind.from_pretrained(model_id, subfolder=sub, **kw)
-        except Exception as e:
-            raise OSError(f"could not load {sub!r} of {model_id!r} ({type(e).__name__}: {e}). Download the model once "
-                          f"with `huggingface-cli download {model_id}` (or `hf download`) on a machine with internet, "
-                          "or pass model_id= a local folder in the diffusers layout.") from e
-    w = dict(torch_dtype=dtype, variant=variant)
-    image = (dict(image_encoder=load(CLIPVisionModelWithProjection, 'image_encoder', **w),
-                  feature_extractor=load(CLIPImageProcessor, 'feature_extractor')) if embedder is None else dict(embedder=embedder))
-    return cls(unet=load(UNet2DConditionModel, 'unet', **w), vae=load(AutoencoderKL, 'vae', **w),
-               scheduler=make_scheduler(scheduler, load(DDIMScheduler, 'scheduler').config),
-               tokenizer=load(CLIPTokenizer, 'tokenizer'), text_encoder=load(CLIPTextModel, 'text_encoder', **w),
-               image_normalizer=load(StableUnCLIPImageNormalizer, 'image_normalizer', **w),
-               image_noising_scheduler=load(DDPMScheduler, 'image_noising_scheduler'), device=device, dtype=dtype,
-               **image, **kwargs)
-UnCLIPGenerator.from_pretrained = _from_pretrained
+    @torch.no_grad()
+    def embed(self, images)->torch.Tensor:
+        "CLIP image embeddings (n, d) (unnormalized `image_embeds`, as Second Sight's `c_73k`)."
+        x = as_images(images)
+        if self.embedder is not None: return _as_tensor(self.embedder.embed(x)).cpu()
+        pix = self.feature_extractor(images=list(x.permute(0, 2, 3, 1).numpy()), do_rescale=False, return_tensors='pt').pixel_values
+        return self.image_encoder(pix.to(self.device, self.dtype)).image_embeds.float().cpu()
 
-# %% ../nbs/03_search.ipynb #8cba8e9c
-@torch.no_grad()
-def _embed(self:UnCLIPGenerator, images)->torch.Tensor:
-    "CLIP image embeddings (n, d) (unnormalized `image_embeds`, as Second Sight's `c_73k`)."
-    x = as_images(images)
-    if self.embedder is not None: return _as_tensor(self.embedder.embed(x)).cpu()
-    pix = self.feature_extractor(images=list(x.permute(0, 2, 3, 1).numpy()), do_rescale=False, return_tensors='pt').pixel_values
-    return self.image_encoder(pix.to(self.device, self.dtype)).image_embeds.float().cpu()
+    @torch.no_grad()
+    def encode_latents(self, images)->torch.Tensor:
+        "Scaled VAE latents (n, 4, size/8, size/8) of images (posterior mean), float32 on the CPU."
+        x = resize(as_images(images), self.size)
+        out = [self.vae.encode((c * 2 - 1).to(self.device, self.dtype)).latent_dist.mode() * self.vae.config.scaling_factor
+               for c in x.split(self.max_batch or len(x))]
+        return torch.cat(out).float().cpu()
 
-@torch.no_grad()
-def _encode_latents(self:UnCLIPGenerator, images)->torch.Tensor:
-    "Scaled VAE latents (n, 4, size/8, size/8) of images (posterior mean), float32 on the CPU."
-    x = resize(as_images(images), self.size)
-    out = [self.vae.encode((c * 2 - 1).to(self.device, self.dtype)).latent_dist.mode() * self.vae.config.scaling_factor
-           for c in x.split(self.max_batch or len(x))]
-    return torch.cat(out).float().cpu()
+    @torch.no_grad()
+    def decode_latents(self, latents)->torch.Tensor:
+        "Images (n,3,size,size) in [0, 1] (float32, CPU) from scaled VAE latents."
+        out = [self.vae.decode((z / self.vae.config.scaling_factor).to(self.device, self.dtype)).sample
+               for z in _as_tensor(latents).split(self.max_batch or len(latents))]
+        return ((torch.cat(out).float().cpu() + 1) / 2).clamp(0, 1)
 
-@torch.no_grad()
-def _decode_latents(self:UnCLIPGenerator, latents)->torch.Tensor:
-    "Images (n,3,size,size) in [0, 1] (float32, CPU) from scaled VAE latents."
-    out = [self.vae.decode((z / self.vae.config.scaling_factor).to(self.device, self.dtype)).sample
-           for z in _as_tensor(latents).split(self.max_batch or len(latents))]
-    return ((torch.cat(out).float().cpu() + 1) / 2).clamp(0, 1)
+    @torch.no_grad()
+    def _prompt_embeds(self):
+        "Text-encoder states of (negative prompt, prompt), computed once: (2, tokens, dim)."
+        if self._text is None:
+            ids = self.tokenizer([self.negative_prompt, self.prompt], padding='max_length', truncation=True,
+                                 max_length=self.tokenizer.model_max_length, return_tensors='pt').input_ids
+            self._text = self.text_encoder(ids.to(self.device))[0]
+        return self._text
 
-@torch.no_grad()
-def _prompt_embeds(self:UnCLIPGenerator):
-    "Text-encoder states of (negative prompt, prompt), computed once: (2, tokens, dim)."
-    if self._text is None:
-        ids = self.tokenizer([self.negative_prompt, self.prompt], padding='max_length', truncation=True,
-                             max_length=self.tokenizer.model_max_length, return_tensors='pt').input_ids
-        self._text = self.text_encoder(ids.to(self.device))[0]
-    return self._text
+    @torch.no_grad()
+    def _vary_batch(self, init_latents, embeds, strength:float, seeds:list[int])->torch.Tensor:
+        "Denoise one batch: init latents (b,4,h,w) or None, embeds (b,d); returns final latents."
+        from diffusers.utils.torch_utils import randn_tensor
+        b, dev, dt, sch = len(seeds), self.device, self.dtype, self.scheduler
+        gens = [torch.Generator('cpu').manual_seed(s) for s in seeds]        # per-sample noise, drawn on the CPU
+        cfg = self.guidance_scale > 1
+        # 3. Conditioning: prompt states and the noise-augmented image embedding (unconditional = zeros, as diffusers)
+        neg, pos = self._prompt_embeds().chunk(2)
+        text = torch.cat([neg.expand(b, -1, -1), pos.expand(b, -1, -1)]) if cfg else pos.expand(b, -1, -1)
+        img = noise_image_embeddings(embeds.to(dev, dt), self.noise_level, self.image_normalizer, self.image_noising_scheduler, gens)
+        img = torch.cat([torch.zeros_like(img), img]) if cfg else img
+        # 4. Timesteps: the last int(steps*strength) ones (diffusers' img2img `get_timesteps`)
+        sch.set_timesteps(self.num_inference_steps, device=dev)
+        t_start = max(self.num_inference_steps - min(int(self.num_inference_steps * strength), self.num_inference_steps), 0)
+        timesteps = sch.timesteps[t_start * sch.order:]
+        if hasattr(sch, 'set_begin_index'): sch.set_begin_index(t_start * sch.order)
+        # 5. Initial latents: the init image noised to the first timestep, or pure noise at strength 1
+        f = self.vae_scale
+        noise = randn_tensor((b, self.unet.config.in_channels, self.size // f, self.size // f), generator=gens, device=dev, dtype=dt)
+        if strength >= 1 or init_latents is None: latents = noise * sch.init_noise_sigma
+        else: latents = sch.add_noise(init_latents.to(dev, dt), noise, timesteps[:1].repeat(b))
+        extra = {'eta': self.eta} if 'eta' in sch.step.__code__.co_varnames else {}
+        # 6. Denoising loop with classifier-free guidance
+        for t in timesteps:
+            x = sch.scale_model_input(torch.cat([latents] * 2) if cfg else latents, t)
+            pred = self.unet(x, t, encoder_hidden_states=text, class_labels=img, return_dict=False)[0]
+            if cfg:
+                uncond, cond = pred.chunk(2)
+                pred = uncond + self.guidance_scale * (cond - uncond)
+            latents = sch.step(pred, t, latents, **extra, return_dict=False)[0]
+        return latents
 
-UnCLIPGenerator.embed, UnCLIPGenerator.encode_latents, UnCLIPGenerator.decode_latents = _embed, _encode_latents, _decode_latents
-UnCLIPGenerator._prompt_embeds = _prompt_embeds
-
-# %% ../nbs/03_search.ipynb #0e164893
-@torch.no_grad()
-def _vary_batch(self:UnCLIPGenerator, init_latents, embeds, strength:float, seeds:list[int])->torch.Tensor:
-    "Denoise one batch: init latents (b,4,h,w) or None, embeds (b,d); returns final latents."
-    from diffusers.utils.torch_utils import randn_tensor
-    b, dev, dt, sch = len(seeds), self.device, self.dtype, self.scheduler
-    gens = [torch.Generator('cpu').manual_seed(s) for s in seeds]        # per-sample noise, drawn on the CPU
-    cfg = self.guidance_scale > 1
-    # 3. Conditioning: prompt states and the noise-augmented image embedding (unconditional = zeros, as diffusers)
-    neg, pos = self._prompt_embeds().chunk(2)
-    text = torch.cat([neg.expand(b, -1, -1), pos.expand(b, -1, -1)]) if cfg else pos.expand(b, -1, -1)
-    img = noise_image_embeddings(embeds.to(dev, dt), self.noise_level, self.image_normalizer, self.image_noising_scheduler, gens)
-    img = torch.cat([torch.zeros_like(img), img]) if cfg else img
-    # 4. Timesteps: the last int(steps*strength) ones (diffusers' img2img `get_timesteps`)
-    sch.set_timesteps(self.num_inference_steps, device=dev)
-    t_start = max(self.num_inference_steps - min(int(self.num_inference_steps * strength), self.num_inference_steps), 0)
-    timesteps = sch.timesteps[t_start * sch.order:]
-    if hasattr(sch, 'set_begin_index'): sch.set_begin_index(t_start * sch.order)
-    # 5. Initial latents: the init image noised to the first timestep, or pure noise at strength 1
-    f = self.vae_scale
-    noise = randn_tensor((b, self.unet.config.in_channels, self.size // f, self.size // f), generator=gens, device=dev, dtype=dt)
-    if strength >= 1 or init_latents is None: latents = noise * sch.init_noise_sigma
-    else: latents = sch.add_noise(init_latents.to(dev, dt), noise, timesteps[:1].repeat(b))
-    extra = {'eta': self.eta} if 'eta' in sch.step.__code__.co_varnames else {}
-    # 6. Denoising loop with classifier-free guidance
-    for t in timesteps:
-        x = sch.scale_model_input(torch.cat([latents] * 2) if cfg else latents, t)
-        pred = self.unet(x, t, encoder_hidden_states=text, class_labels=img, return_dict=False)[0]
-        if cfg:
-            uncond, cond = pred.chunk(2)
-            pred = uncond + self.guidance_scale * (cond - uncond)
-        latents = sch.step(pred, t, latents, **extra, return_dict=False)[0]
-    return latents
-
-@torch.no_grad()
-def _vary(self:UnCLIPGenerator,
-          init_images,                 # (1|n,3,H,W) init image(s) in [0, 1] (None only with strength 1)
-          embeds,                      # (1|n, d) image embeddings
-          strength:float,              # img2img strength in (0, 1]; 1 = ignore the init image
-          n:int,                       # number of samples
-          seed:int|Sequence[int]=0,    # base seed or one seed per sample
-          return_latents:bool=False    # return the final latents instead of decoded images
-         )->torch.Tensor:
-    "n img2img variations (n,3,size,size) in [0, 1] of the init image(s), conditioned on the embeddings."
-    # 1. Check inputs
-    if not 0 < strength <= 1: raise ValueError(f"strength must be in (0, 1] (1 = ignore the init image); got {strength}")
-    if int(self.num_inference_steps * strength) < 1:
-        raise ValueError(f"strength={strength} with num_inference_steps={self.num_inference_steps} leaves no denoising step: "
-                         f"use strength >= {1 / self.num_inference_steps:.3f} or more steps")
-    if init_images is None and strength < 1: raise ValueError("init_images=None needs strength=1")
-    d = self.unet.config.projection_class_embeddings_input_dim // 2
-    embeds = _as_tensor(embeds).reshape(-1, d) if _as_tensor(embeds).numel() % d == 0 else None
-    if embeds is None: raise ValueError(f"embeds must have {d} values per row (the UNet's image-embedding size)")
-    embeds, seeds = _broadcast(embeds, n, 'embeds'), sample_seeds(seed, n)
-    # 2. Encode the init image(s) once
-    init = None if strength >= 1 else _broadcast(self.encode_latents(init_images), n, 'init_images')
-    out, step = [], self.max_batch or n
-    for s in range(0, n, step):
-        lat = self._vary_batch(None if init is None else init[s:s + step], embeds[s:s + step], strength, seeds[s:s + step])
-        out.append(lat.float().cpu() if return_latents else self.decode_latents(lat))   # 7. Decode
-    return torch.cat(out)
-
-UnCLIPGenerator._vary_batch, UnCLIPGenerator.vary = _vary_batch, _vary
+    @torch.no_grad()
+    def vary(self,
+             init_images,                 # (1|n,3,H,W) init image(s) in [0, 1] (None only with strength 1)
+             embeds,                      # (1|n, d) image embeddings
+             strength:float,              # img2img strength in (0, 1]; 1 = ignore the init image
+             n:int,                       # number of samples
+             seed:int|Sequence[int]=0,    # base seed or one seed per sample
+             return_latents:bool=False    # return the final latents instead of decoded images
+             )->torch.Tensor:
+        "n img2img variations (n,3,size,size) in [0, 1] of the init image(s), conditioned on the embeddings."
+        # 1. Check inputs
+        if not 0 < strength <= 1: raise ValueError(f"strength must be in (0, 1] (1 = ignore the init image); got {strength}")
+        if int(self.num_inference_steps * strength) < 1:
+            raise ValueError(f"strength={strength} with num_inference_steps={self.num_inference_steps} leaves no denoising step: "
+                             f"use strength >= {1 / self.num_inference_steps:.3f} or more steps")
+        if init_images is None and strength < 1: raise ValueError("init_images=None needs strength=1")
+        d = self.unet.config.projection_class_embeddings_input_dim // 2
+        embeds = _as_tensor(embeds).reshape(-1, d) if _as_tensor(embeds).numel() % d == 0 else None
+        if embeds is None: raise ValueError(f"embeds must have {d} values per row (the UNet's image-embedding size)")
+        embeds, seeds = _broadcast(embeds, n, 'embeds'), sample_seeds(seed, n)
+        # 2. Encode the init image(s) once
+        init = None if strength >= 1 else _broadcast(self.encode_latents(init_images), n, 'init_images')
+        out, step = [], self.max_batch or n
+        for s in range(0, n, step):
+            lat = self._vary_batch(None if init is None else init[s:s + step], embeds[s:s + step], strength, seeds[s:s + step])
+            out.append(lat.float().cpu() if return_latents else self.decode_latents(lat))   # 7. Decode
+        return torch.cat(out)
 
 # %% ../nbs/03_search.ipynb #f6af9b0c
 def _tiny_tokenizer(max_length:int=16):
@@ -662,27 +596,16 @@ def claim_out_dir(cfg:SearchConfig)->Path:
     return out
 
 # %% ../nbs/03_search.ipynb #b7d27a32
+def unclip_generator(cfg:SearchConfig, subject, encoders:EncoderSet):
+    "Stable Diffusion 2.1 unCLIP from `cfg.model_id`, embedding with the encoders' embedder"
+    # the encoders' ViT-H embedder: the same space as the library embeddings of the initial guess
+    return UnCLIPGenerator.from_pretrained(cfg.model_id, scheduler=cfg.scheduler, device=cfg.device, dtype=DTYPES[cfg.dtype],
+                                           embedder=encoders.embedder, num_inference_steps=cfg.num_inference_steps,
+                                           guidance_scale=cfg.guidance_scale, max_batch=32)
+
 def make_generator(cfg:SearchConfig, subject, encoders:EncoderSet):
-    "The run's generator: the demo's PCA model fitted on the library (cached), or unCLIP from `cfg.model_id`."
-    if cfg.generator == 'unclip':
-        # embed with the encoders' ViT-H embedder: the same space as the library embeddings of the initial guess
-        return UnCLIPGenerator.from_pretrained(cfg.model_id, scheduler=cfg.scheduler, device=cfg.device, dtype=DTYPES[cfg.dtype],
-                                               embedder=encoders.embedder, num_inference_steps=cfg.num_inference_steps,
-                                               guidance_scale=cfg.guidance_scale, max_batch=32)
-    from safetensors.torch import load_file, save_file
-    embedder = encoders.embedder
-    lib = np.asarray(subject.library_nsd_ids)
-    p = subject.cache_dir / 'generator' / f'demo_pca_v2_{embedder.name}_{len(lib)}.safetensors'
-    keys = ('mean', 'components', 'weight', 'bias', 'resid_std')
-    with file_lock(p):
-        if not p.exists():
-            g = DemoGenerator.fit(subject.images(lib), embedder, embeds=np.asarray(image_embeddings(subject, embedder, progress=False)[lib]))
-            with atomic_write(p) as tmp: save_file({k: getattr(g, k).contiguous() for k in keys}, str(tmp),
-                                                   metadata=dict(size=str(g.size), alpha=str(g.alpha)))
-    from safetensors import safe_open
-    with safe_open(str(p), 'pt') as f: meta = f.metadata()
-    t = load_file(str(p))
-    return DemoGenerator(*(t[k] for k in keys), embedder=embedder, size=int(meta['size']), alpha=float(meta['alpha']))
+    "The run's generator `cfg.generator`: unCLIP, or one the data set provides (the demo's PCA model)"
+    return dict(unclip=unclip_generator, **subject.data_set.generators())[cfg.generator](cfg, subject, encoders)
 
 def denoise_betas(nested, autoencoder)->torch.Tensor:
     "Denoise each non-missing repetition of (n, reps, nvox) betas with the beta autoencoder (missing rows stay zero)."
@@ -754,7 +677,7 @@ def reconstruct_image(cfg:SearchConfig, subject, nsd_id:int,
     stages = dict(random=rand_img, library=lib_img, lowlevel=guess.lowlevel, initial=initial, **iters, final=res.best_image)
     stages = {k: as_images(to_uint8(im)) for k, im in stages.items()}      # 8-bit, as stored: scores are those of the PNGs
     # 3. Scores of every stage
-    true_brain = subject.true_betas if subject.dataset == 'demo' else None
+    true_brain = subject.data_set.true_brain(subject)     # the demo's simulator; None on NSD
     scores = stage_scores(stages, seen, measured, encoders.hybrid, true_brain)
     # 4. Files: images, samples, figure, then result.json; then one rename into images/
     save_image(run.png(nsd_id, 'seen', staging=True), seen)

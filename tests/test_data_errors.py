@@ -5,7 +5,8 @@ from pathlib import Path
 import nibabel as nib, numpy as np, pytest
 
 from secondsight.core import subj_name
-from secondsight.data import CorruptFileError, ensure_demo, load_subject, nsd_key, nsd_path
+from secondsight.data import CorruptFileError, load_subject, nsd_key, nsd_path
+from secondsight.demo import ensure_demo
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from secondsight.data import ensure_demo, load_subject
-from secondsight.encoders import (CLIPEncoder, ClipBetaEncoder, demo_embedder, image_embeddings, library_beta_primes,
-                                  subject_cache_dir)
+from secondsight.data import load_subject
+from secondsight.demo import demo_embedder, ensure_demo
+from secondsight.encoders import CLIPEncoder, ClipBetaEncoder, image_embeddings, library_beta_primes, subject_cache_dir
 
 ROOT = Path(__file__).parents[1]
 DEMO_ROOT = ensure_demo()  # before any test changes $SECONDSIGHT_DATA
@@ -40,7 +40,7 @@ def subject(tmp_path, monkeypatch):
 def test_library_resumes_after_kill(subject, tmp_path):
     path = subject_cache_dir(subject) / 'beta_primes' / 'clip.npy'
     code = ("import torch; from secondsight.data import load_subject; "
-            "from secondsight.encoders import CLIPEncoder, ClipBetaEncoder, demo_embedder, library_beta_primes; "
+            "from secondsight.encoders import CLIPEncoder, ClipBetaEncoder, library_beta_primes; from secondsight.demo import demo_embedder; "
             f"s = load_subject(1, data_root={str(DEMO_ROOT)!r}, progress=False); torch.manual_seed(5); "
             "enc = ClipBetaEncoder(demo_embedder(), CLIPEncoder(s.nvox, 128, 32), batch_size=64); "
             "library_beta_primes(s, enc, 'clip', chunk=256, progress=False)")  # = make_encoder

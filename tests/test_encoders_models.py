@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from secondsight.encoders import (CLIPEncoder, BetaAutoencoder, ImageEmbedder, demo_embedder, DEMO_ARCH, load_model,
+from secondsight.encoders import (CLIPEncoder, BetaAutoencoder, ImageEmbedder, load_model,
                                   save_model, load_released_clip_encoder, load_released_autoencoder, released_model_path,
                                   EnsembleEncoder, ClipBetaEncoder)
+from secondsight.demo import demo_embedder
 
 
 def test_released_clip_encoder_formats(tmp_path):
@@ -66,7 +67,7 @@ def test_demo_embedder_identical_across_processes():
     "Cached embeddings and trained demo models rely on the seeded random weights being the same in every process."
     imgs = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     here = demo_embedder().embed(imgs).numpy()
-    code = ("import torch, json; from secondsight.encoders import demo_embedder; "
+    code = ("import torch, json; from secondsight.demo import demo_embedder; "
             "torch.manual_seed(123); torch.rand(10); "  # a different global RNG state must not matter
             "imgs = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(3)); "
             "print(json.dumps(demo_embedder().embed(imgs).tolist()))")

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from secondsight.data import ensure_demo, load_subject
-from secondsight.encoders import (CLIPEncoder, BetaAutoencoder, ClipBetaEncoder, EnsembleEncoder, demo_embedder,
+from secondsight.data import load_subject
+from secondsight.demo import demo_embedder, ensure_demo
+from secondsight.encoders import (CLIPEncoder, BetaAutoencoder, ClipBetaEncoder, EnsembleEncoder,
                                   subject_cache_dir, model_fingerprint)
 from secondsight.gnet import GNet8j, GNetEncoder, get_encoders, save_gnet_multisubject
 

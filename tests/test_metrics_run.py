@@ -12,6 +12,7 @@ import pytest
 
 from secondsight import metrics as M
 from secondsight.data import load_subject
+from secondsight.demo import TrueBrain
 from secondsight.search import SearchConfig, run_subject
 
 NB = Path(__file__).resolve().parents[1] / 'nbs' / '04_metrics.ipynb'
@@ -57,7 +58,7 @@ def test_evaluate_run_writes_tables_and_figures(run1, tmp_path):
     s = load_subject(1, 'demo', progress=False)
     seen = s.images(np.asarray(settings['nsd_ids']))
     betas = s.test_betas()[[list(s.test_nsd_ids).index(i) for i in settings['nsd_ids']]]
-    ceil = M.brain_correlation(betas, M.TrueBrain(s).predict(seen), s.roi_masks)
+    ceil = M.brain_correlation(betas, TrueBrain(s).predict(seen), s.roi_masks)
     assert t.loc[M.SEEN, 'true:nsdgeneral'] == pytest.approx(ceil['nsdgeneral'].mean(), abs=1e-9)
 
 
