@@ -62,7 +62,7 @@ def _fix_hint(root, subj=None, sessions=None) -> str:
     "What to do about a missing/bad file under `root`."
     root = Path(root)
     if _is_demo(root): return (f"The demo data set at {root} is incomplete or damaged: delete that folder and "
-                               "call secondsight.data.ensure_demo() (or load_subject(..., dataset='demo')) to rebuild it.")
+                               "call secondsight.demo.ensure_demo() (or load_subject(..., dataset='demo')) to rebuild it.")
     s = f" --subjects {subj}" if subj is not None else " --subjects 1,2,5,7"
     if sessions is None: sess = "1-37"
     else:
