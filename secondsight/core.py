@@ -5,7 +5,7 @@
 # %% ../nbs/00_core.ipynb #acb4665e
 from __future__ import annotations
 
-import contextlib, hashlib, os, re, uuid
+import contextlib, hashlib, json, os, re, shutil, time, uuid, warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -17,10 +17,10 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 # %% auto #0
-__all__ = ['SUBJECTS', 'DATASETS', 'check_subject', 'subj_name', 'data_dir', 'cache_dir', 'atomic_write', 'file_lock', 'resize',
-           'as_images', 'to_uint8', 'save_image', 'load_image', 'derive_seed', 'sample_seeds', 'seeded',
-           'standardize_rows', 'mean_query', 'pearson_matrix', 'brain_scores', 'pearson_rows', 'voxel_corr', 'to_gray',
-           'ssim_rows']
+__all__ = ['SUBJECTS', 'DATASETS', 'check_subject', 'subj_name', 'data_dir', 'cache_dir', 'atomic_write', 'file_lock',
+           'cache_key', 'manifest_path', 'read_json', 'is_current', 'cached', 'resize', 'as_images', 'to_uint8',
+           'save_image', 'load_image', 'derive_seed', 'sample_seeds', 'seeded', 'standardize_rows', 'mean_query',
+           'pearson_matrix', 'brain_scores', 'pearson_rows', 'voxel_corr', 'to_gray', 'ssim_rows']
 
 # %% ../nbs/00_core.ipynb #646c311f
 SUBJECTS = (1, 2, 5, 7)  # the subjects of Second Sight / MindEye / Brain-Diffuser
@@ -93,6 +93,51 @@ def file_lock(path,       # the resource to guard (its lock file is `<path>.lock
     lp = p if p.suffix == '.lock' else p.with_name(p.name + '.lock')
     lp.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(lp), timeout=timeout)
+
+# %% ../nbs/00_core.ipynb #7045e04e
+def cache_key(**parts) -> dict:
+    "What an artifact depends on, as plain JSON (tuples become lists, paths and dtypes strings)"
+    return json.loads(json.dumps(parts, sort_keys=True, default=str))
+
+def manifest_path(path) -> Path:
+    "An artifact's manifest: `<stem>.json` beside a file, `manifest.json` inside a folder (a name without a suffix)"
+    p = Path(path)
+    return p.with_suffix('.json') if p.suffix else p/'manifest.json'
+
+def read_json(path) -> dict|None:
+    "A JSON file's content, or None when it is missing or unreadable (half-written, corrupt)"
+    try: return json.loads(Path(path).read_text())
+    except (OSError, ValueError): return None
+
+def is_current(path, key:dict) -> dict|None:
+    "The one cache rule: the manifest of an existing artifact says complete and records `key` (returns the manifest)"
+    m = read_json(manifest_path(path))
+    return m if Path(path).exists() and m is not None and m.get('complete') and m.get('key') == key else None
+
+# %% ../nbs/00_core.ipynb #07b91a9b
+def cached(path, # the artifact: a file (name with a suffix) or a folder
+           key:dict, # what it depends on (`cache_key`)
+           build, # build(tmp): write the artifact at `tmp`; may return a dict of extra manifest fields
+           stale:str='was built from other inputs: rebuilding', # the warning when an old artifact is replaced
+          ) -> dict: # the artifact's manifest
+    "The current artifact for `key`, else built under a lock into a temporary sibling and renamed into place"
+    path, key = Path(path), cache_key(**key)
+    if (m := is_current(path, key)) is not None: return m
+    with file_lock(path):
+        if (m := is_current(path, key)) is not None: return m        # another process built it meanwhile
+        if path.exists(): warnings.warn(f"[cache] {path} {stale}.")
+        tmp = path.with_name(f'.building-{os.getpid()}-{uuid.uuid4().hex[:6]}.{path.name}')
+        try:
+            m = dict(key=key, complete=True, **(build(tmp) or {}), built=time.strftime('%Y-%m-%d %H:%M:%S'))
+            if not path.suffix: (tmp/'manifest.json').write_text(json.dumps(m, indent=1, default=str))   # a folder
+            if path.is_dir(): shutil.rmtree(path)
+            os.replace(tmp, path)
+            if path.suffix:
+                with atomic_write(manifest_path(path), 'w') as f: f.write(json.dumps(m, indent=1, default=str))
+        finally:
+            if tmp.is_dir(): shutil.rmtree(tmp, ignore_errors=True)
+            elif tmp.exists(): tmp.unlink()
+    return m
 
 # %% ../nbs/00_core.ipynb #6d31b3e0
 def _size_hw(size):

@@ -5,7 +5,7 @@
 # %% ../nbs/00_data.ipynb #f75e9538
 from __future__ import annotations
 
-import argparse, contextlib, hashlib, importlib, json, os, re, shutil, sys, time, uuid, warnings, zlib
+import argparse, hashlib, importlib, json, os, re, sys, time, warnings, zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +13,8 @@ from fastcore.basics import patch
 
 with warnings.catch_warnings():  # tqdm.auto warns when ipywidgets is missing, then falls back to text bars
     warnings.simplefilter('ignore'); from tqdm.auto import tqdm
-from secondsight.core import (SUBJECTS, DATASETS, check_subject, subj_name, data_dir, cache_dir, file_lock, _size_hw,
-    _resize_uint8)
+from .core import (SUBJECTS, DATASETS, check_subject, subj_name, data_dir, cache_dir, _size_hw,
+    _resize_uint8, cached)
 
 # %% auto #0
 __all__ = ['NVOX', 'NSD_SESSIONS', 'DEFAULT_NSD_SESSIONS', 'ROIS', 'PRF_LABELS', 'NORMALIZATIONS', 'NSD_BUCKET', 'NSD_TERMS_URL',
@@ -267,35 +267,18 @@ def _signature(paths, root) -> list:
     return [[str(Path(p).relative_to(root)), (st := Path(p).stat()).st_size, st.st_mtime_ns] for p in paths]
 
 def _cached_betas(folder, root, subj, sessions, mask, normalization, sources, progress):
-    "Load the betas cache in `folder`, (re)building it under a lock when missing or stale."
-    def valid():
-        with contextlib.suppress(Exception):
-            m = json.loads((folder/'manifest.json').read_text())
-            return m if m['sources'] == sources and m['version'] == CACHE_VERSION else None
-        return None
-    m = valid()
-    if m is None:
-        with file_lock(folder):
-            m = valid()
-            if m is None:
-                tmp = folder.with_name(f'.{folder.name}.building-{os.getpid()}-{uuid.uuid4().hex[:6]}')
-                tmp.mkdir(parents=True)
-                try:
-                    t0, n_s = time.time(), len(sessions)
-                    # shape known only after the first file: read it first, then a memmap of the right size
-                    T = nifti_header(nsd_path(root, 'betas', subj, sessions[0]))[0][-1]
-                    out = np.lib.format.open_memmap(tmp/'betas.npy', 'w+', np.float32, (T*n_s, int(mask.sum())))
-                    _, stats, T = preprocess_betas(root, subj, sessions, mask, normalization, out, progress)
-                    out.flush(); del out
-                    np.savez(tmp/'stats.npz', **stats)
-                    m = dict(version=CACHE_VERSION, dataset_root=str(root), subj=subj, sessions=list(sessions),
-                             normalization=normalization, trials_per_session=int(T), nvox=int(mask.sum()),
-                             dtype='float32', sources=sources, built=time.strftime('%Y-%m-%d %H:%M:%S'),
-                             build_seconds=round(time.time() - t0, 2))
-                    (tmp/'manifest.json').write_text(json.dumps(m, indent=1))
-                    if folder.exists(): shutil.rmtree(folder)
-                    os.replace(tmp, folder)
-                finally: shutil.rmtree(tmp, ignore_errors=True)
+    "The betas cache in `folder` (built under a lock when missing or stale: `cached`)"
+    def build(tmp):
+        tmp.mkdir(parents=True); t0 = time.time()
+        # shape known only after the first file: read it first, then a memmap of the right size
+        T = nifti_header(nsd_path(root, 'betas', subj, sessions[0]))[0][-1]
+        out = np.lib.format.open_memmap(tmp/'betas.npy', 'w+', np.float32, (T*len(sessions), int(mask.sum())))
+        _, stats, T = preprocess_betas(root, subj, sessions, mask, normalization, out, progress)
+        out.flush(); del out
+        np.savez(tmp/'stats.npz', **stats)
+        return dict(dataset_root=str(root), subj=subj, sessions=list(sessions), normalization=normalization,
+                    trials_per_session=int(T), nvox=int(mask.sum()), dtype='float32', build_seconds=round(time.time() - t0, 2))
+    m = cached(folder, dict(version=CACHE_VERSION, sources=sources), build)
     with np.load(folder/'stats.npz') as z: stats = dict(z)
     return np.load(folder/'betas.npy', mmap_mode='r'), stats, m['trials_per_session']
 

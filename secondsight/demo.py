@@ -26,8 +26,8 @@ import pandas as pd
 import scipy.io
 with warnings.catch_warnings():  # tqdm.auto warns when ipywidgets is missing, then falls back to text bars
     warnings.simplefilter('ignore'); from tqdm.auto import tqdm
-from secondsight.core import (SUBJECTS, subj_name, data_dir, atomic_write, file_lock, resize, as_images, sample_seeds,
-    _as_tensor)
+from .core import (SUBJECTS, subj_name, data_dir, atomic_write, file_lock, resize, as_images, sample_seeds,
+    _as_tensor, cached)
 from .data import DataSet, nsd_path
 from .encoders import ImageEmbedder, image_embeddings
 from .gnet import TrainingRecipe
@@ -465,13 +465,12 @@ def demo_generator(cfg, # the run's `SearchConfig` (unused: the demo model has n
     from safetensors.torch import load_file, save_file
     embedder = encoders.embedder
     lib = np.asarray(subject.library_nsd_ids)
-    p = subject.cache_dir / 'generator' / f'demo_pca_v2_{embedder.name}_{len(lib)}.safetensors'
+    p = subject.cache_dir / 'generator' / f'demo_pca_{embedder.name}.safetensors'
     keys = ('mean', 'components', 'weight', 'bias', 'resid_std')
-    with file_lock(p):
-        if not p.exists():
-            g = DemoGenerator.fit(subject.images(lib), embedder, embeds=np.asarray(image_embeddings(subject, embedder, progress=False)[lib]))
-            with atomic_write(p) as tmp: save_file({k: getattr(g, k).contiguous() for k in keys}, str(tmp),
-                                                   metadata=dict(size=str(g.size), alpha=str(g.alpha)))
+    def build(tmp):
+        g = DemoGenerator.fit(subject.images(lib), embedder, embeds=np.asarray(image_embeddings(subject, embedder, progress=False)[lib]))
+        save_file({k: getattr(g, k).contiguous() for k in keys}, str(tmp), metadata=dict(size=str(g.size), alpha=str(g.alpha)))
+    cached(p, dict(version=2, embedder=embedder.name, library=hashlib.sha1(lib.tobytes()).hexdigest()[:16]), build)
     from safetensors import safe_open
     with safe_open(str(p), 'pt') as f: meta = f.metadata()
     t = load_file(str(p))

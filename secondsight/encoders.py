@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from safetensors.torch import save_file, load_file
 from .data import ROIS, noise_ceiling
-from .core import (subj_name, cache_dir, atomic_write, file_lock, as_images, seeded, voxel_corr)
+from .core import (subj_name, cache_dir, atomic_write, file_lock, as_images, seeded, voxel_corr, cache_key,
+    manifest_path, read_json, is_current)
 
 # %% auto #0
 __all__ = ['OPENAI_MEAN', 'OPENAI_STD', 'MODEL_CLASSES', 'HF_REPO', 'clip_preprocess', 'register_arch', 'ImageEmbedder',
@@ -120,10 +121,6 @@ def make_embedder(spec:dict, # `ImageEmbedder` arguments, plus an optional `cuda
     return ImageEmbedder(**kw, device=device, dtype=dtype)
 
 # %% ../nbs/01_encoders.ipynb #676e02b8
-def _read_json(p:Path):
-    try: return json.loads(Path(p).read_text())
-    except (FileNotFoundError, json.JSONDecodeError): return None
-
 def _write_json(p:Path, obj):
     with atomic_write(p) as tmp: Path(tmp).write_text(json.dumps(obj, indent=1))
 
@@ -137,20 +134,19 @@ def _cached_rows(path:Path, # final .npy file
                  n_rows:int, n_cols:int, # shape of the matrix
                  dtype, # numpy dtype stored on disk
                  compute, # compute(start, stop) -> array (stop-start, n_cols)
-                 meta:dict, # identifies the content; a cache with other meta is recomputed
+                 key:dict, # what the content depends on (`cache_key`); a cache with another key is recomputed
                  chunk:int=1024, # rows per chunk (resume granularity)
                  progress:bool=True, desc:str='rows'):
-    "Compute a (n_rows, n_cols) matrix chunk by chunk into a resumable memmap; return it memory-mapped read-only"
+    "A (n_rows, n_cols) matrix computed chunk by chunk into a resumable memmap (the cache rule of `cached`)"
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    man_p, part = path.with_suffix('.json'), path.with_suffix('.partial.npy')
-    meta = dict(meta, shape=[int(n_rows), int(n_cols)], dtype=np.dtype(dtype).name)
+    man_p, part = manifest_path(path), path.with_suffix('.partial.npy')
+    key = cache_key(**key, shape=[int(n_rows), int(n_cols)], dtype=np.dtype(dtype).name)
     with file_lock(path.with_suffix('.lock')):
-        man = _read_json(man_p)
-        if path.exists() and man is not None and man.get('complete') and man.get('meta') == meta:
-            return np.load(path, mmap_mode='r')
+        if is_current(path, key): return np.load(path, mmap_mode='r')
+        man = read_json(man_p)
         if path.exists(): warnings.warn(f"[{desc}] {path} was computed with other settings or an older model: recomputing.")
         done = 0
-        if part.exists() and man is not None and man.get('meta') == meta and not man.get('complete'):
+        if part.exists() and man is not None and man.get('key') == key and not man.get('complete'):
             arr, done = np.load(part, mmap_mode='r+'), int(man.get('rows_done', 0))
         else:
             arr = np.lib.format.open_memmap(part, mode='w+', dtype=dtype, shape=(n_rows, n_cols))
@@ -158,11 +154,11 @@ def _cached_rows(path:Path, # final .npy file
             for start in range(done, n_rows, chunk):
                 stop = min(n_rows, start + chunk)
                 arr[start:stop] = np.asarray(compute(start, stop), dtype=dtype)
-                arr.flush(); _write_json(man_p, dict(meta=meta, rows_done=stop, complete=False))
+                arr.flush(); _write_json(man_p, dict(key=key, rows_done=stop, complete=False))
                 bar.update(stop - start)
         del arr
         os.replace(part, path)
-        _write_json(man_p, dict(meta=meta, rows_done=n_rows, complete=True))
+        _write_json(man_p, dict(key=key, rows_done=n_rows, complete=True))
         return np.load(path, mmap_mode='r')
 
 # %% ../nbs/01_encoders.ipynb #5b0b3fde

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_gnet.ipynb #c307d52c
 from __future__ import annotations
-import json, os, time, warnings
+import os, time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,7 +17,8 @@ from .data import NVOX
 from .encoders import (MODEL_CLASSES, subject_cache_dir, save_model, load_model, torch_load,
     model_fingerprint, ImageEmbedder, make_embedder, image_embeddings, ClipBetaEncoder, EnsembleEncoder,
     train_clip_encoder, train_autoencoder, load_released_clip_encoder, load_released_autoencoder, library_beta_primes)
-from .core import (subj_name, atomic_write, file_lock, resize, as_images, seeded, voxel_corr)
+from .core import (subj_name, atomic_write, file_lock, resize, as_images, seeded, voxel_corr, cache_key,
+    is_current, cached)
 
 # %% auto #0
 __all__ = ['log_act', 'PreFilter', 'TrunkBlock', 'EncStage', 'GNetFeatures', 'gnet_fmap_sizes', 'LayerwiseFWRF', 'GNet8j',
@@ -397,38 +398,38 @@ def published_encoders(subject, device='cpu', models_dir=None, embedder=None) ->
     return EncoderSet(embedder, clip, gnet, ae)
 
 # %% ../nbs/02_gnet.ipynb #0d3cb0de
+def _trained_model(folder, key:dict, fit, device, train:bool, subject):
+    "The model cached in `folder` for `key` (`cached`: model.safetensors + model.json), trained by `fit()` if needed"
+    if not train and is_current(folder, cache_key(**key)) is None:
+        raise FileNotFoundError(f"get_encoders({subj_name(subject.subj)}, train=False): no {Path(folder).name} model trained with the "
+                                f"current settings in {Path(folder).parent}. Train the encoders first: papermill nbs/02_gnet.ipynb - -p "
+                                f"subj {subject.subj} (or make demo SUBJ={subject.subj}), or get_encoders(subject) from Python.")
+    def build(tmp):
+        model, hist = fit()
+        save_model(model, tmp/'model.safetensors', history=hist, trained_with=cache_key(**key),
+                   trained_by=dict(pid=os.getpid(), time=time.time()))
+    cached(folder, key, build, stale='was trained with other settings or upstream models: retraining')
+    return load_model(Path(folder)/'model.safetensors', device)
+
+# %% ../nbs/02_gnet.ipynb #bc713731
 def trained_encoders(subject, recipe:TrainingRecipe, device='cpu', models_dir=None, progress=False, train=True,
                      embedder=None) -> EncoderSet:
     "A subject's encoders trained with `recipe` and cached in `models_dir` (default: the subject's cache)"
     d = Path(models_dir) if models_dir is not None else subject_cache_dir(subject) / 'models'
-    d.mkdir(parents=True, exist_ok=True)
     if embedder is None: embedder = make_embedder(subject.data_set.embedder, device)
+    data = dict(normalization=subject.normalization, sessions=[int(x) for x in subject.sessions], n_trials=int(subject.n_trials),
+                nvox=int(subject.nvox))
+    key = lambda settings, after=(): dict(settings=settings, data=data, upstream=[model_fingerprint(m) for m in after])
+    get = lambda name, k, fit: _trained_model(d / name, k, fit, device, train, subject)
     with file_lock(d / 'train.lock'):
-        def get(name, settings, fit, after=()):
-            "Load a cached model trained with these settings (and on these upstream models), else train and save it"
-            data = dict(normalization=getattr(subject, 'normalization', None), sessions=[int(x) for x in getattr(subject, 'sessions', [])],
-                        n_trials=int(subject.n_trials), nvox=int(subject.nvox))
-            p, key = d / f'{name}.safetensors', dict(settings=settings, data=data, upstream=[model_fingerprint(m) for m in after])
-            if p.exists() and p.with_suffix('.json').exists():
-                m = load_model(p, device)
-                if m.meta.get('trained_with') == json.loads(json.dumps(key)): return m
-                if train: warnings.warn(f"[get_encoders] {p} was trained with other settings or upstream models: retraining.")
-            if not train:
-                raise FileNotFoundError(f"get_encoders({subj_name(subject.subj)}, train=False): no {name} model trained with the current "
-                                        f"settings in {d}. Train the encoders first: papermill nbs/02_gnet.ipynb - -p subj {subject.subj} "
-                                        f"(or make demo SUBJ={subject.subj}), or get_encoders(subject) from Python.")
-            model, hist = fit()
-            save_model(model, p, history=hist, trained_with=key, trained_by=dict(pid=os.getpid(), time=time.time()))
-            return load_model(p, device)
         E = image_embeddings(subject, embedder, progress=progress)
-        clip_m = get('clip', dict(recipe.clip, embedder=embedder.name),
+        clip_m = get('clip', key(dict(recipe.clip, embedder=embedder.name)),
                      lambda: train_clip_encoder(subject, E, device=device, progress=progress, **recipe.clip))
-        gnet_m = get('gnet', recipe.gnet, lambda: train_gnet(subject, device=device, progress=progress, **recipe.gnet))
+        gnet_m = get('gnet', key(recipe.gnet), lambda: train_gnet(subject, device=device, progress=progress, **recipe.gnet))
         clip, gnet = ClipBetaEncoder(embedder, clip_m), GNetEncoder(gnet_m)
         primes = lambda: library_beta_primes(subject, EnsembleEncoder([gnet, clip]), 'hybrid', progress=progress)
-        ae = get('autoencoder', recipe.autoencoder, lambda: train_autoencoder(subject, primes(), device=device, progress=progress,
-                                                                    **recipe.autoencoder),
-                 after=(clip_m, gnet_m))
+        ae = get('autoencoder', key(recipe.autoencoder, (clip_m, gnet_m)),
+                 lambda: train_autoencoder(subject, primes(), device=device, progress=progress, **recipe.autoencoder))
     return EncoderSet(embedder, clip, gnet, ae)
 
 # %% ../nbs/02_gnet.ipynb #f9c695af

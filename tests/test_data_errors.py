@@ -41,7 +41,7 @@ def _no_partial_cache(tmp_path):
 def test_copy_loads_and_cache_is_reused(nsd, tmp_path):
     s = load_subject(1, "demo", nsd, progress=False)
     m = json.loads((s.betas_cache/"manifest.json").read_text())
-    assert m["sessions"] == s.sessions and m["normalization"] == "zscore" and len(m["sources"]) == 1 + len(s.sessions)
+    assert m["sessions"] == s.sessions and m["normalization"] == "zscore" and len(m["key"]["sources"]) == 1 + len(s.sessions)
     s2 = load_subject(1, "demo", nsd, progress=False)
     assert isinstance(s2.betas, np.memmap) and np.array_equal(s.betas, s2.betas)
     assert str(tmp_path) in str(s.betas_cache)

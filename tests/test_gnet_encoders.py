@@ -33,8 +33,9 @@ def test_parallel_processes_train_once(tmp_path):
     assert res[0] == res[1]                                    # same models, trained by one process
     assert res[0]['trained_by'] in [p.pid for p in procs]
     assert not any('retraining' in err for _, err in outs)
-    models = list((tmp_path / 'cache').rglob('models/*.safetensors'))
-    assert sorted(m.name for m in models) == ['autoencoder.safetensors', 'clip.safetensors', 'gnet.safetensors']
+    models = list((tmp_path / 'cache').rglob('models/*/model.safetensors'))   # one folder per model (`cached`)
+    assert sorted(m.parent.name for m in models) == ['autoencoder', 'clip', 'gnet']
+    assert all((m.parent / 'manifest.json').exists() for m in models)
 
 
 @pytest.fixture
