@@ -19,6 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .data import ROIS, get_dataset
+from .encoders import OPENAI_MEAN, OPENAI_STD
 from .gnet import EncoderSet, get_encoders
 from .search import RunFolder
 from secondsight.core import (subj_name, atomic_write, as_images, load_image, _rows64, pearson_rows, to_gray,
@@ -228,7 +229,7 @@ def corr_distance(gt_feats, # (N, D) features of the seen images
 
 # %% ../nbs/04_metrics.ipynb #e10e3420
 IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # mean, std
-CLIP_NORM = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+CLIP_NORM = (OPENAI_MEAN, OPENAI_STD)  # OpenAI CLIP's mean, std (01_encoders)
 NET_METRICS = {'alexnet': {'features.4': 'AlexNet(2)', 'features.11': 'AlexNet(5)'}, 'inception': {'avgpool': 'InceptionV3'},
                'clip': {'embedding': 'CLIP'}, 'effnet': {'avgpool': 'EffNet-B'}, 'swav': {'avgpool': 'SwAV'}}
 METRIC_NET = {m: k for k, nodes in NET_METRICS.items() for m in nodes.values()}  # metric -> network
