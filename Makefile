@@ -13,18 +13,22 @@ export PYTHONHASHSEED := 0
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test test-nb test-py check-clean docs bench bench-gpu clean-venv
+.PHONY: install lock demo test test-nb test-py check-clean docs bench bench-gpu clean-venv
 
 install: $(STAMP)
 
-$(STAMP): settings.ini setup.py
+$(STAMP): settings.ini setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	# torch first, from the local wheels (the CUDA build; it runs on the CPU too)
-	$(BIN)/python -m pip install torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install -c constraints.txt torch torchvision
+	$(BIN)/python -m pip install -c constraints.txt -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (secondsight)"
 	touch $(STAMP)
+
+# Refresh constraints.txt (the tested versions) from .venv, after upgrading there and passing make test.
+lock:
+	{ head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 # The main job: notebooks 00 -> 04 through papermill on the demo data set (SUBJ=2 etc. work the same).
 demo: install
