@@ -33,6 +33,7 @@ def check_subject(subj) -> int:
                          f"{', '.join(map(str, SUBJECTS))}, who completed all 40 sessions). Pass one of these.")
     return int(subj)
 
+# %% ../nbs/00_core.ipynb #0fa2350d
 def subj_name(subj) -> str:
     "The folder name NSD uses for a subject: 1 -> 'subj01'."
     return f"subj{check_subject(subj):02d}"
@@ -56,6 +57,7 @@ def data_dir(path=None  # explicit location; wins over everything
     root = _project_root()
     return root/'data' if root is not None else Path.home()/'.cache'/'secondsight'
 
+# %% ../nbs/00_core.ipynb #643b7260
 def cache_dir(dataset:str, # 'demo' or 'nsd'
               subj:int,    # NSD subject
               ) -> Path:
@@ -85,6 +87,7 @@ def atomic_write(path,     # final file name
     finally:
         if tmp.exists(): tmp.unlink()
 
+# %% ../nbs/00_core.ipynb #5902f2ff
 def file_lock(path,       # the resource to guard (its lock file is `<path>.lock`), or a path ending in .lock
               timeout=-1  # seconds to wait; -1 waits forever
              ) -> FileLock:
@@ -99,16 +102,19 @@ def cache_key(**parts) -> dict:
     "What an artifact depends on, as plain JSON (tuples become lists, paths and dtypes strings)"
     return json.loads(json.dumps(parts, sort_keys=True, default=str))
 
+# %% ../nbs/00_core.ipynb #16048f60
 def manifest_path(path) -> Path:
     "An artifact's manifest: `<stem>.json` beside a file, `manifest.json` inside a folder (a name without a suffix)"
     p = Path(path)
     return p.with_suffix('.json') if p.suffix else p/'manifest.json'
 
+# %% ../nbs/00_core.ipynb #4a2c41e9
 def read_json(path) -> dict|None:
     "A JSON file's content, or None when it is missing or unreadable (half-written, corrupt)"
     try: return json.loads(Path(path).read_text())
     except (OSError, ValueError): return None
 
+# %% ../nbs/00_core.ipynb #39eb2915
 def is_current(path, key:dict) -> dict|None:
     "The one cache rule: the manifest of an existing artifact says complete and records `key` (returns the manifest)"
     m = read_json(manifest_path(path))
@@ -151,6 +157,7 @@ def _resize_uint8(x, hw):
     if hw is None or tuple(x.shape[1:3]) == hw: return x
     return np.stack([np.asarray(Image.fromarray(im).resize((hw[1], hw[0]), Image.LANCZOS)) for im in x])
 
+# %% ../nbs/00_core.ipynb #8655182e
 def resize(x:torch.Tensor, # float (n, 3, h, w) images in [0, 1]
            size            # int (square) or (H, W)
           ) -> torch.Tensor:
@@ -159,6 +166,7 @@ def resize(x:torch.Tensor, # float (n, 3, h, w) images in [0, 1]
     if tuple(x.shape[-2:]) == hw: return x
     return F.interpolate(x, size=hw, mode='bicubic', antialias=True, align_corners=False).clamp(0, 1)
 
+# %% ../nbs/00_core.ipynb #a7aafc3f
 def as_images(x,           # uint8 (n,H,W,3)/(H,W,3) numpy, torch uint8/float (n,3,H,W) or (n,H,W,3), PIL or list of PIL
               device=None, # move the result there
               size=None    # resize to size x size (or (H, W))
@@ -197,6 +205,7 @@ def to_uint8(images # anything `as_images` accepts
     x = as_images(images).detach().cpu()
     return x.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
+# %% ../nbs/00_core.ipynb #8f0c4428
 def save_image(path, # PNG file to write (atomically)
                img   # one image: uint8 (H,W,3), float (3,H,W) / (1,3,H,W) in [0,1], or PIL
               ):
@@ -205,6 +214,7 @@ def save_image(path, # PNG file to write (atomically)
     if arr.shape[0] != 1: raise ValueError(f"save_image({path}): expected one image, got {arr.shape[0]}.")
     with atomic_write(path) as tmp: Image.fromarray(arr[0]).save(tmp, format='PNG')
 
+# %% ../nbs/00_core.ipynb #79cbd14c
 def load_image(path) -> np.ndarray:
     "Read an image file as uint8 (H, W, 3) RGB."
     with Image.open(path) as im: return np.asarray(im.convert('RGB'))
@@ -215,6 +225,7 @@ def derive_seed(*keys) -> int:
     digest = hashlib.blake2b(repr(tuple(keys)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, 'little') >> 1
 
+# %% ../nbs/00_core.ipynb #e2004767
 def sample_seeds(seed:int|Sequence[int], # one base seed, or one seed per sample
                  n:int                   # number of samples
                 )->list[int]:
@@ -246,6 +257,7 @@ def standardize_rows(x,          # (..., nvox) array or tensor
     x = x - x.mean(-1, keepdim=True)
     return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
 
+# %% ../nbs/00_core.ipynb #dd8539e3
 def mean_query(queries,    # (q, nvox), or nested (q, reps, nvox) with all-zero rows for missing repetitions
                mask=None   # optional bool (nvox,) voxel mask
               )->torch.Tensor:
@@ -259,10 +271,12 @@ def mean_query(queries,    # (q, nvox), or nested (q, reps, nvox) with all-zero 
     z = standardize_rows(q, mask) * valid[..., None]
     return z.sum(1) / valid.sum(1, keepdim=True)
 
+# %% ../nbs/00_core.ipynb #3ca9d23f
 def pearson_matrix(queries, candidates, mask=None)->torch.Tensor:
     "Pearson r of every query (averaged over its repetitions) with every candidate row: (q, n)."
     return mean_query(queries, mask) @ standardize_rows(candidates, mask).T
 
+# %% ../nbs/00_core.ipynb #55d83b96
 def brain_scores(preds,      # (n, nvox) predicted betas of n images
                  betas,      # (nvox,) or (reps, nvox) measured betas of one image, all-zero rows = missing
                  mask=None)->torch.Tensor:
@@ -303,6 +317,7 @@ def to_gray(images)->np.ndarray:
     x = as_images(images).double()
     return torch.einsum('nchw,c->nhw', x, torch.tensor([0.2125, 0.7154, 0.0721], dtype=torch.float64)).numpy()
 
+# %% ../nbs/00_core.ipynb #68af5f6a
 def ssim_rows(x:np.ndarray, # (n,H,W) float64 gray images (reconstructions)
               y:np.ndarray, # (n,H,W) float64 gray images (ground truths)
               data_range=1.0, # a float, or one per image

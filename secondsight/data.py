@@ -56,6 +56,7 @@ def nsd_key(kind:str,   # 'expdesign' | 'stim_info' | 'stimuli' | 'betas' | 'roi
     if kind == 'roi': return f'nsddata/ppdata/{subj_name(subj)}/func1pt8mm/roi/{roi}.nii.gz'
     raise ValueError(f"nsd_key: unknown kind {kind!r}; expected expdesign, stim_info, stimuli, betas or roi.")
 
+# %% ../nbs/00_data.ipynb #e0520d34
 def _is_demo(root) -> bool: return (Path(root)/'DEMO.json').is_file()
 
 def _fix_hint(root, subj=None, sessions=None) -> str:
@@ -71,6 +72,7 @@ def _fix_hint(root, subj=None, sessions=None) -> str:
     return (f"Download it with: secondsight-download{s} --sessions {sess} --root {root} "
             f"(accept the NSD Terms and Conditions first: {NSD_TERMS_URL}).")
 
+# %% ../nbs/00_data.ipynb #3a2e601b
 def nsd_path(root, kind, subj=None, session=None, roi=None, must_exist=True) -> Path:
     "Absolute path of an NSD file under `root`; raises FileNotFoundError (with the fix) when missing."
     p = Path(root)/nsd_key(kind, subj, session, roi)
@@ -84,6 +86,7 @@ def nsd_path(root, kind, subj=None, session=None, roi=None, must_exist=True) -> 
 class CorruptFileError(OSError):
     "An NSD file exists but cannot be read completely (truncated download, corruption)."
 
+# %% ../nbs/00_data.ipynb #5abc2175
 def read_expdesign(root) -> dict:
     "`nsd_expdesign.mat` with 0-based int64 `masterordering` (n_trials,), `subjectim` (8, n_10k), `sharedix` (n_shared,)."
     p = nsd_path(root, 'expdesign')
@@ -103,6 +106,7 @@ def read_expdesign(root) -> dict:
                          f"{out['subjectim'].shape[1]} columns.")
     return out
 
+# %% ../nbs/00_data.ipynb #d2ecf5d3
 def read_stim_info(root) -> pd.DataFrame:
     "`nsd_stim_info_merged.csv`, indexed by nsd id (0-based rows)."
     p = nsd_path(root, 'stim_info')
@@ -123,9 +127,10 @@ def read_volume(path, root=None) -> np.ndarray:
     except FileNotFoundError: raise
     except Exception as e:
         raise CorruptFileError(f"Cannot read {path} ({type(e).__name__}: {e}): expected a complete NIfTI volume. "
-                               + _fix_hint(root or Path(path).parents[5])) from e
+                               + _fix_hint(root or Path(path).parents[min(5, len(Path(path).parents) - 1)])) from e
     return np.nan_to_num(v)
 
+# %% ../nbs/00_data.ipynb #bd775b7d
 def read_rois(root, subj) -> tuple[np.ndarray, np.ndarray]:
     "(nsdgeneral mask bool (X,Y,Z), prf-visualrois labels int16 (X,Y,Z)) of a subject."
     gen = read_volume(nsd_path(root, 'roi', subj, roi='nsdgeneral'), root)
@@ -137,9 +142,10 @@ def read_rois(root, subj) -> tuple[np.ndarray, np.ndarray]:
     if not mask.any(): raise ValueError(f"{nsd_path(root, 'roi', subj, roi='nsdgeneral')}: no voxel == 1 (empty nsdgeneral mask).")
     return mask, np.rint(prf).astype(np.int16)
 
+# %% ../nbs/00_data.ipynb #7ea4367f
 def roi_masks(labels # prf-visualrois labels at the nsdgeneral voxels, (nvox,)
              ) -> dict:
-    "ROI name -> bool (nvox,) in nsdgeneral order (SS's masks, nsd_spec §2.2)."
+    "ROI name -> bool (nvox,) in nsdgeneral order (SS's masks: V1-V4 from prf label pairs, early_vis their union, higher_vis the rest)."
     m = {k: np.isin(labels, v) for k, v in PRF_LABELS.items()}
     m['early_vis'] = m['V1'] | m['V2'] | m['V3'] | m['V4']
     m['higher_vis'] = ~m['early_vis']
@@ -165,6 +171,7 @@ def _decompressed(path, read_size=1 << 20, max_out=1 << 24):
                     d, started = zlib.decompressobj(31), False
         if started and not d.eof: raise EOFError("compressed stream ended before the end-of-stream marker")
 
+# %% ../nbs/00_data.ipynb #5e3f90f6
 def nifti_header(path) -> tuple:
     "(shape, dtype, data offset in bytes, (slope, inter)) of a NIfTI file, without reading the data."
     try:
@@ -224,6 +231,7 @@ def read_betas(path,       # betas_sessionNN.nii.gz (or .nii)
 # %% ../nbs/00_data.ipynb #5821ca68
 CACHE_VERSION = 1
 
+# %% ../nbs/00_data.ipynb #ba4c2268
 def _normalize_stats(betas, normalization, T):
     "Normalize float32 `betas` (n, nvox) in place, chunk by chunk; return the stats used."
     n, nv = betas.shape; step = max(1, (1 << 26)//max(nv, 1))  # ~256 MB of float32 per chunk
@@ -242,6 +250,7 @@ def _normalize_stats(betas, normalization, T):
     ms, ss = np.array(ms, np.float32), np.array(ss, np.float32)
     return dict(mean=ms.mean(0), std=ss.mean(0), session_mean=ms, session_std=ss)
 
+# %% ../nbs/00_data.ipynb #b7471020
 def preprocess_betas(root, subj, sessions, mask, normalization='zscore', out=None, progress=True):
     "Read, stack and normalize a subject's betas: (betas float32 (n_trials, nvox), stats dict, trials per session)."
     if normalization not in NORMALIZATIONS:
@@ -266,6 +275,7 @@ def _signature(paths, root) -> list:
     "[(relative path, size, mtime_ns)] of source files: what a cache was built from."
     return [[str(Path(p).relative_to(root)), (st := Path(p).stat()).st_size, st.st_mtime_ns] for p in paths]
 
+# %% ../nbs/00_data.ipynb #79f404de
 def _cached_betas(folder, root, subj, sessions, mask, normalization, sources, progress):
     "The betas cache in `folder` (built under a lock when missing or stale: `cached`)"
     def build(tmp):
@@ -287,6 +297,7 @@ def _find_sessions(root, subj) -> list:
     d = nsd_path(root, 'betas', subj, 1, must_exist=False).parent
     return sorted(int(m.group(1)) for p in d.glob('betas_session*.nii.gz') if (m := re.fullmatch(r'betas_session(\d+)\.nii\.gz', p.name)))
 
+# %% ../nbs/00_data.ipynb #11f764f9
 def _check_sessions(sessions, subj, hi, root):
     try: sessions = sorted({int(s) for s in sessions})
     except (TypeError, ValueError): raise ValueError(f"sessions={sessions!r}: expected an iterable of session numbers (1-based ints).") from None
@@ -309,6 +320,7 @@ class DataSet:
     training = None                      # a `TrainingRecipe` (encoders trained here); None: published weights
     generator:str = 'unclip'             # the default generator of a run
     caveat:str|None = None               # a line every metric table of this data set carries
+    simulated:bool = False               # small and simulated, with a known brain (notebooks check the demo's numbers)
     def __repr__(self): return f"{type(self).__name__}({self.name!r})"
     def __eq__(self, other): return type(other).__name__ == type(self).__name__ and other.name == self.name  # one per name
     def __hash__(self): return hash(self.name)
@@ -336,6 +348,7 @@ class NSDData(DataSet):
 
 NSD = NSDData()
 
+# %% ../nbs/00_data.ipynb #014b87a0
 def get_dataset(name # a name in `DATASETS` ('demo', 'nsd'), or a `DataSet`
                ) -> DataSet:
     "The data set called `name`, importing the module that defines it on first use"
@@ -394,6 +407,7 @@ def _subject_cache_dir(self:Subject) -> Path:
         d = d/f"root-{hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]}"; d.mkdir(parents=True, exist_ok=True)
     return d
 
+# %% ../nbs/00_data.ipynb #ee6e0c7c
 @patch
 def _load_betas(self:Subject, mask, cache, progress):
     betas_paths = [nsd_path(self.root, 'betas', self.subj, s) for s in self.sessions]
@@ -409,6 +423,7 @@ def _load_betas(self:Subject, mask, cache, progress):
     self.trials_per_session = T
     self.trial_index = np.concatenate([(s - 1)*T + np.arange(T) for s in self.sessions]).astype(np.int64)
 
+# %% ../nbs/00_data.ipynb #b19c9ce0
 @patch(as_prop=True)
 def n_trials(self:Subject) -> int: return len(self.betas)
 @patch(as_prop=True)
@@ -458,6 +473,7 @@ def test_betas(self:Subject, mode='average' # 'average' of the loaded reps, or '
     if mode == 'nest': return nest, counts
     return (nest.sum(1)/counts[:, None]).astype(np.float32)
 
+# %% ../nbs/00_data.ipynb #eb13741f
 @patch
 def normalize(self:Subject, betas_raw # (..., nvox) in the file's units (% signal change x 300)
              ) -> np.ndarray:
@@ -484,6 +500,7 @@ def images(self:Subject, nsd_ids, # nsd ids (0-based brick rows), any order, rep
             out[a:a + len(u)] = ds[u[0]:u[-1] + 1][u - u[0]] if u[-1] - u[0] < 4*len(u) else ds[u]
     return _resize_uint8(out[inv], _size_hw(size))
 
+# %% ../nbs/00_data.ipynb #de9d25ec
 @patch
 def true_betas(self:Subject, images # anything `as_images` accepts (resized to the brick size)
               ) -> np.ndarray:
@@ -557,6 +574,7 @@ def parse_ranges(spec) -> list:
         out.update(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
     return sorted(out)
 
+# %% ../nbs/00_data.ipynb #a868d2be
 def nsd_files(subjects=SUBJECTS, # subjects to fetch
               sessions=DEFAULT_NSD_SESSIONS, # 1-based sessions (capped at each subject's count)
               stimuli=True       # include the 37 GB stimulus brick
@@ -579,6 +597,7 @@ def _s3_client(endpoint_url=None):
                         config=Config(signature_version=UNSIGNED, retries=dict(max_attempts=5, mode='standard'),
                                       connect_timeout=20, read_timeout=120))
 
+# %% ../nbs/00_data.ipynb #7f81392e
 def _fetch(client, bucket, key, dest, size, etag, retries, bar, chunk=1 << 20):
     "Download one object to `dest` via `dest.part` (resuming it), then rename."
     from botocore.exceptions import BotoCoreError, ClientError

@@ -45,6 +45,8 @@ DEMO_SIZES = dict(  # the demo's sizes (NSD's are in comments)
     grids={1: (22, 26, 20), 2: (23, 27, 21), 3: (22, 27, 20), 4: (23, 25, 20),  # func1pt8mm grids (81,104,83)...
            5: (21, 25, 19), 6: (23, 28, 21), 7: (20, 24, 19), 8: (21, 26, 20)},
 )
+
+# %% ../nbs/05_demo.ipynb #00f3d826
 _DEMO_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'camera', 'coins', 'hubble_deep_field',
                 'immunohistochemistry', 'retina', 'colorwheel', 'logo', 'clock', 'moon', 'grass', 'gravel',
                 'brick', 'page', 'text', 'horse', 'motorcycle_left', 'motorcycle_right')
@@ -63,6 +65,7 @@ def _demo_photos() -> list:
         out.append(np.ascontiguousarray(a[..., :3].astype(np.uint8)))
     return out
 
+# %% ../nbs/05_demo.ipynb #56602261
 def _demo_stimulus(photos, rng, size=64):
     "One random crop / flip / colour shift of a random photograph -> (uint8 (size,size,3), provenance dict)."
     k = int(rng.integers(len(photos))); ph = photos[k]; H, W = ph.shape[:2]
@@ -83,6 +86,7 @@ def _demo_stimulus(photos, rng, size=64):
                 saturation=round(float(sat), 3), gain=[round(float(g), 3) for g in gain], gamma=round(gamma, 3))
     return (np.clip(a*255 + 0.5, 0, 255)).astype(np.uint8), info
 
+# %% ../nbs/05_demo.ipynb #0f14defa
 def make_demo_stimuli(n, seed=0, size=64) -> tuple[np.ndarray, list]:
     "`n` distinct demo images uint8 (n, size, size, 3) and their provenance."
     photos, rng = _demo_photos(), np.random.default_rng([seed, DEMO_VERSION, 11])
@@ -120,6 +124,7 @@ def contrast_energy(x # images (n, 3, H, W) float in [0, 1] (64 x 64 in the demo
     e = torch.cat([filt(bands**2, G(0.7)), filt(ori**2, G(1.0)), filt(opp**2, G(1.0))], 1)[..., pad:pad + H, pad:pad + W]
     return torch.sqrt(e.clamp_min(0) + 1e-6)
 
+# %% ../nbs/05_demo.ipynb #1839f698
 def _random_net(seed) -> dict:
     "Weights of the simulator's fixed random conv net (one per demo 'species', shared by its subjects)."
     rng, net = np.random.default_rng([seed, DEMO_VERSION, 5]), {}
@@ -226,6 +231,7 @@ def _write_nifti(path, vol, affine):
     img = nib.Nifti1Image(vol, affine); img.header.set_data_dtype(vol.dtype)
     with atomic_write(path) as tmp: img.to_filename(str(tmp))
 
+# %% ../nbs/05_demo.ipynb #cfffab4f
 def _demo_design(seed):
     "Shared expdesign (masterordering 0-based, subjectim 0-based (8, K)), the shared ids and the brick size."
     D = DEMO_SIZES; rng = np.random.default_rng([seed, DEMO_VERSION, 7])
@@ -281,6 +287,7 @@ def _demo_stim_info(N, shared, subjectim, order, reps):
             df[f'subject{s}_rep{r}'] = col
     return df
 
+# %% ../nbs/05_demo.ipynb #b87096f7
 def make_demo_nsd(root,   # folder to write (created; existing files are overwritten)
                   seed=0  # everything random derives from it
                  ) -> Path:
@@ -337,6 +344,7 @@ def demo_brain(subject) -> DemoBrain:
         subject._brain = DemoBrain.load(subject.root/'simulator'/f'{subj_name(subject.subj)}.npz')
     return subject._brain
 
+# %% ../nbs/05_demo.ipynb #792f91ad
 def true_response(subject, images # anything `as_images` accepts (resized to the brick size)
                  ) -> np.ndarray:
     "The simulator's noiseless response float32 (n, nvox), normalized like `subject.betas`"
@@ -380,8 +388,9 @@ def _alphas_cumprod(n:int=1000, beta_start:float=0.00085, beta_end:float=0.012)-
     betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, n, dtype=torch.float64) ** 2
     return torch.cumprod(1 - betas, 0).float()
 
+# %% ../nbs/05_demo.ipynb #80a47ad1
 def _ridge_fit(X, Y, alphas=(1e-4, 1e-3, 1e-2, 1e-1, 1., 10., 100.), val_frac=0.2, seed=0):
-    "Ridge from standardized X to Y with a bias; alpha picked on a held-out split (R^2), then refit on all rows."
+    "Ridge from centred X to Y with a bias (penalty alpha*n on X's own scale); alpha picked on a held-out split (R^2), then refit on all rows."
     n = len(X); perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     va, tr = perm[:max(1, int(n * val_frac))], perm[max(1, int(n * val_frac)):]
     def fit(rows, alpha):
@@ -479,7 +488,7 @@ def demo_generator(cfg, # the run's `SearchConfig` (unused: the demo model has n
 # %% ../nbs/05_demo.ipynb #148271c5
 class DemoData(DataSet):
     "The simulated NSD: files built on first use, a known brain, encoders trained on it, a PCA image model"
-    name, subjects, root_required, generator = 'demo', SUBJECTS, False, 'demo'
+    name, subjects, root_required, generator, simulated = 'demo', SUBJECTS, False, 'demo', True
     embedder, training = DEMO_EMBEDDER, DEMO_TRAINING
     caveat = "Demo data set: simulated brain, 64-px images; nothing here is comparable with NSD numbers."
     def default_root(self) -> Path: return data_dir()/'demo_nsd'

@@ -27,6 +27,7 @@ __all__ = ['OPENAI_MEAN', 'OPENAI_STD', 'MODEL_CLASSES', 'HF_REPO', 'clip_prepro
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
+# %% ../nbs/01_encoders.ipynb #1edaefd2
 def clip_preprocess(images:torch.Tensor, # float (n, 3, H, W) in [0, 1]
                     size:int=224, # output side: the image tower's input size
                     mean=OPENAI_MEAN, # per-channel mean (RGB)
@@ -124,12 +125,14 @@ def make_embedder(spec:dict, # `ImageEmbedder` arguments, plus an optional `cuda
 def _write_json(p:Path, obj):
     with atomic_write(p) as tmp: Path(tmp).write_text(json.dumps(obj, indent=1))
 
+# %% ../nbs/01_encoders.ipynb #f585e653
 def subject_cache_dir(subject) -> Path:
     "The subject's cache folder (`Subject.cache_dir`: per data root), else `cache_dir(dataset, subj)`"
     d = getattr(subject, 'cache_dir', None)
     d = d() if callable(d) else d
     return Path(d) if d is not None else cache_dir(subject.dataset, subject.subj)
 
+# %% ../nbs/01_encoders.ipynb #73e07a20
 def _cached_rows(path:Path, # final .npy file
                  n_rows:int, n_cols:int, # shape of the matrix
                  dtype, # numpy dtype stored on disk
@@ -176,7 +179,7 @@ def image_embeddings(subject, # a `secondsight.data.Subject`
 
 # %% ../nbs/01_encoders.ipynb #ae2a980f
 class CLIPEncoder(nn.Module):
-    "Image embedding -> betas: `Linear(d_in,hidden)`-ReLU-`Linear(hidden,hidden)`-ReLU-`Linear(hidden,nvox)` (nsd_spec §4.1)"
+    "Image embedding -> betas: `Linear(d_in,hidden)`-ReLU-`Linear(hidden,hidden)`-ReLU-`Linear(hidden,nvox)` (Second Sight's `CLIPEncoderModel`)"
     def __init__(self,
                  nvox:int, # output voxels (the subject's nsdgeneral count)
                  d_in:int=1024, # embedding size (1024 for ViT-H-14)
@@ -193,7 +196,7 @@ class CLIPEncoder(nn.Module):
 
 # %% ../nbs/01_encoders.ipynb #e0f0ab47
 class BetaAutoencoder(nn.Module):
-    "Measured betas -> denoised (encoder-predicted) betas: `nvox→5000→1000→500→1000→5000→nvox` (nsd_spec §4.3)"
+    "Measured betas -> denoised (encoder-predicted) betas: `nvox→5000→1000→500→1000→5000→nvox` (Second Sight's `AutoEncoderModel`)"
     def __init__(self,
                  nvox:int, # voxels (the subject's nsdgeneral count)
                  dims:tuple=(5000, 1000, 500), # encoder widths; the decoder mirrors them
@@ -230,6 +233,7 @@ class BetaAutoencoder(nn.Module):
 # %% ../nbs/01_encoders.ipynb #6eba8bb9
 MODEL_CLASSES = {'CLIPEncoder': CLIPEncoder, 'BetaAutoencoder': BetaAutoencoder}
 
+# %% ../nbs/01_encoders.ipynb #3a105240
 def _json_default(o):
     if isinstance(o, np.ndarray): return o.tolist()
     if isinstance(o, (np.integer, np.floating)): return o.item()
@@ -252,6 +256,7 @@ def save_model(model:nn.Module, # a model with a `.config` dict (one of `MODEL_C
     with atomic_write(path.with_suffix('.json')) as tmp: Path(tmp).write_text(json.dumps(cfg, indent=1, default=_json_default))
     return path
 
+# %% ../nbs/01_encoders.ipynb #e56bec73
 def load_model(path, # .safetensors file written by `save_model`
                device='cpu', # torch device
               ) -> nn.Module: # the model in eval mode; its metadata in `.meta`
@@ -288,6 +293,7 @@ def torch_load(path, # checkpoint written by torch.save
     with torch.serialization.safe_globals(_numpy_safe_globals()):
         return torch.load(path, map_location=map_location, weights_only=True)
 
+# %% ../nbs/01_encoders.ipynb #3e2c9037
 HF_REPO = 'https://huggingface.co/reesekneeland/Second-Sight'
 
 def released_model_path(models_dir, # folder holding the published files
@@ -301,6 +307,7 @@ def released_model_path(models_dir, # folder holding the published files
         raise FileNotFoundError(f"{p} is missing: download it from {HF_REPO}/resolve/main/{fname} into {Path(models_dir)}.")
     return p
 
+# %% ../nbs/01_encoders.ipynb #250dac0c
 def _strip_prefix(sd, prefix='module.'):
     return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in sd.items()}
 
@@ -323,6 +330,7 @@ def load_released_clip_encoder(path, # `sub0N_clip_encoder.pt`
     model.load_state_dict(sd, assign=True)
     return model.eval()
 
+# %% ../nbs/01_encoders.ipynb #cbce7df7
 def load_released_autoencoder(path, # `sub0N_hybrid_autoencoder.pt` (or `..._gnet_`/`..._clip_`)
                               nvox:int|None=None, # expected voxel count (None: no check)
                               device='cpu', # torch device
@@ -397,7 +405,7 @@ def _trial_data(subject, rows_by_nsd_id, trials):
 def train_clip_encoder(subject, # a `secondsight.data.Subject`
                        embeddings, # (n_images, d) image embeddings, row = nsd_id (`image_embeddings`)
                        hidden:int=15000, # hidden width
-                       lr:float=1e-5, batch_size:int=750, max_epochs:int=200, patience:int=5, # paper defaults (§4.1)
+                       lr:float=1e-5, batch_size:int=750, max_epochs:int=200, patience:int=5, # paper defaults (CLIP encoder)
                        seed:int=0, # seed of the initial weights and batch order
                        device='cpu', progress:bool=True,
                       ) -> tuple: # (CLIPEncoder in eval mode, history)
@@ -409,10 +417,11 @@ def train_clip_encoder(subject, # a `secondsight.data.Subject`
                          seed=seed, device=device, progress=progress, desc=f'CLIP encoder {subj_name(subject.subj)}')
     return model, hist
 
+# %% ../nbs/01_encoders.ipynb #99126d85
 def train_autoencoder(subject, # a `secondsight.data.Subject`
                       beta_primes, # (n_images, nvox) encoder predictions, row = nsd_id (`library_beta_primes`)
                       dims:tuple=(5000, 1000, 500), # encoder widths
-                      lr:float=1e-5, batch_size:int=64, max_epochs:int=200, patience:int=5, # paper defaults (§4.3)
+                      lr:float=1e-5, batch_size:int=64, max_epochs:int=200, patience:int=5, # paper defaults (autoencoder)
                       seed:int=0, device='cpu', progress:bool=True,
                      ) -> tuple: # (BetaAutoencoder in eval mode, history)
     "Train the autoencoder: measured single-trial betas -> the beta primes of the image shown on that trial"
@@ -434,6 +443,7 @@ def model_fingerprint(model:nn.Module) -> str:
         h.update(flat[::step].float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
+# %% ../nbs/01_encoders.ipynb #2713abae
 def _select(pred, mask):
     if mask is None: return pred
     mask = torch.as_tensor(np.asarray(mask, dtype=bool))
@@ -580,6 +590,7 @@ def validate(subject, # a `secondsight.data.Subject`
     rows['noise ceiling'] = {roi: float(np.mean(ceiling[subject.roi_masks[roi]])) for roi in ROIS}
     return dict(r=r, ceiling=ceiling, table=pd.DataFrame(rows).T[list(ROIS)])
 
+# %% ../nbs/01_encoders.ipynb #bf8c46f4
 def plot_validation(result:dict, # output of `validate`
                     subject, # the subject (ROI masks)
                     title:str='', # figure title

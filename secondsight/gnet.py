@@ -30,6 +30,7 @@ def log_act(x): # any tensor
     "GNet's nonlinearity `log(1 + |x|) * tanh(x)`: odd, identity-like near 0, logarithmic for large |x|"
     return torch.log1p(x.abs()) * torch.tanh(x)
 
+# %% ../nbs/02_gnet.ipynb #171442ed
 class PreFilter(nn.Module):
     "AlexNet conv1 + conv2 (64 and 192 channels)"
     def __init__(self):
@@ -53,6 +54,7 @@ class TrunkBlock(nn.Module):
 
     def forward(self, x): return F.relu(self.conv1(self.drop1(self.bn1(x))))
 
+# %% ../nbs/02_gnet.ipynb #5ba54e6c
 class EncStage(nn.Module):
     "GNet's trunk: conv3, then six `TrunkBlock`s; returns the two readout feature maps"
     def __init__(self, trunk_width:int=64, pass_through:int=192):
@@ -89,6 +91,7 @@ class GNetFeatures(nn.Module):
 
     def forward(self, x): return self.enc(self.pre(x - self.mu))  # list of 2 maps
 
+# %% ../nbs/02_gnet.ipynb #04b9b1d6
 def gnet_fmap_sizes(input_size:int) -> tuple:
     "Spatial sizes of GNet's two readout feature maps for square inputs of `input_size` px"
     s = (input_size + 4 - 11) // 4 + 1     # conv1 (k11, s4, p2)
@@ -280,6 +283,7 @@ def _init_prefilter(model:GNet8j, prefilter:str):
         raise ValueError(f"train_gnet: prefilter={prefilter!r}: expected 'alexnet' (torchvision ImageNet weights) or 'random'")
     model.features.pre.requires_grad_(False)
 
+# %% ../nbs/02_gnet.ipynb #bb92b83f
 @torch.no_grad()
 def _holdout_cc(model, feats, rows, betas, batch_size):
     "Per-voxel correlation of the predictions for image `rows` with `betas`"
@@ -298,6 +302,7 @@ def _gnet_samples(subject, trials, uniq, average_reps):
     ysum = np.zeros((len(u), y.shape[1]), np.float64); np.add.at(ysum, inv, y)
     return torch.from_numpy(u), torch.from_numpy((ysum / n[:, None]).astype(np.float32)), torch.from_numpy(n.astype(np.float32))
 
+# %% ../nbs/02_gnet.ipynb #32b7444c
 def _gnet_model(subject, uniq, input_size, trunk_width, pass_through, prefilter, seed, device, cache_gb):
     "A fresh GNet (mean of the training images as `mu`, frozen pre-filter) and a function rows -> pre-filter maps"
     load = lambda rows: resize(as_images(subject.images(uniq[rows]), device=device), input_size)
@@ -382,6 +387,7 @@ class TrainingRecipe:
     gnet: dict         # `train_gnet` settings
     autoencoder: dict  # `train_autoencoder` settings
 
+# %% ../nbs/02_gnet.ipynb #84a428b3
 def published_encoders(subject, device='cpu', models_dir=None, embedder=None) -> EncoderSet:
     "The authors' published GNet, CLIP encoder and autoencoder of a subject, from `models_dir`"
     sn = f'sub{subject.subj:02d}'

@@ -53,6 +53,7 @@ _RESAMPLE = {'nearest': Image.Resampling.NEAREST, 'bilinear': Image.Resampling.B
              'bicubic': Image.Resampling.BICUBIC, 'lanczos': Image.Resampling.LANCZOS}
 NETS = ('alexnet', 'inception', 'clip', 'effnet', 'swav')  # the five feature networks
 
+# %% ../nbs/04_metrics.ipynb #21bf78e4
 @dataclass(frozen=True)
 class MetricConvention:
     "Every preprocessing choice that differs between the reference codebases (one frozen record each)."
@@ -105,6 +106,7 @@ CONVENTIONS = {
         source='Second-Sight src/utils.py + stochastic_search_statistics.py (CLIP normalisation for every net, as in the code)'),
 }
 
+# %% ../nbs/04_metrics.ipynb #21b6014a
 def get_convention(convention:str|MetricConvention='mindeye2' # a name in CONVENTIONS, or a MetricConvention
                   )->MetricConvention:
     "The `MetricConvention` named `convention` (a `MetricConvention` passes through)."
@@ -129,6 +131,7 @@ def _to_u8(x:torch.Tensor)->np.ndarray:
     "float (n,3,H,W) in [0,1] -> uint8 (n,H,W,3), rounded."
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
+# %% ../nbs/04_metrics.ipynb #1694687d
 def resize_images(images, # float (n,3,H,W) in [0,1], or anything `as_images` takes
                   size:int, # output size (square)
                   resample:str='bilinear', # 'nearest', 'bilinear', 'bicubic' or 'lanczos'
@@ -156,6 +159,7 @@ def _low(images, conv:MetricConvention, resample:str)->torch.Tensor:
     "Images at PixCorr/SSIM resolution."
     return resize_images(_common(images, conv), conv.low_size, resample, conv.low_backend, conv.low_antialias)
 
+# %% ../nbs/04_metrics.ipynb #dca51152
 def pixcorr(gt, # seen images (n,3,H,W) float in [0,1] (or uint8 (n,H,W,3))
             recon, # reconstructions, same n
             convention:str|MetricConvention='mindeye2', # see `CONVENTIONS`
@@ -174,6 +178,7 @@ def ssim_gray(x:np.ndarray, # (n,H,W) float64 gray images (reconstructions)
     dr = np.ones(len(y)) if conv.ssim_data_range == 'fixed' else y.max((1, 2)) - y.min((1, 2))
     return ssim_rows(x, y, dr, sample_covariance=conv.ssim_sample_covariance, per_column=conv.ssim_per_column)
 
+# %% ../nbs/04_metrics.ipynb #9893fc97
 def ssim(gt, # seen images (n,3,H,W) float in [0,1] (or uint8 (n,H,W,3))
          recon, # reconstructions, same n
          convention:str|MetricConvention='mindeye2', # see `CONVENTIONS`
@@ -205,6 +210,7 @@ def corr_matrix(a, # (N, D) features, one row per image
         r += (a[:, s:s + chunk].double() - ma[:, None]) @ (b[:, s:s + chunk].double() - mb[:, None]).T
     return (r / na[:, None] / nb[None, :]).numpy()
 
+# %% ../nbs/04_metrics.ipynb #ac16f991
 def two_way_identification(r, # (N, N) correlations: rows = ground truths, columns = reconstructions
                           )->np.ndarray: # (N,) per reconstruction: fraction of the N-1 other GTs it beats
     "Two-way identification per reconstruction, in the reference code's direction (fix the recon, vary the GT; ties fail)."
@@ -214,6 +220,7 @@ def two_way_identification(r, # (N, N) correlations: rows = ground truths, colum
     success = r < np.diag(r)[None, :]  # success[i, j] = Pearson(gt_i, rec_j) < Pearson(gt_j, rec_j)
     return success.sum(0) / (len(r) - 1)
 
+# %% ../nbs/04_metrics.ipynb #39cc8a73
 def two_way(gt_feats, # (N, D) features of the seen images
             rec_feats, # (N, D) features of the reconstructions, same order
            )->np.ndarray: # (N,) per-image two-way scores; `.mean()` is the metric
@@ -236,6 +243,7 @@ METRIC_NET = {m: k for k, nodes in NET_METRICS.items() for m in nodes.values()} 
 SWAV_URL = 'https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar'
 CLIP_ARCH = 'ViT-L-14'  # OpenAI CLIP ViT-L/14, the published metric
 
+# %% ../nbs/04_metrics.ipynb #9b4694a4
 class MetricWeightsError(RuntimeError):
     "Pretrained weights of a metric network are missing and could not be downloaded."
 
@@ -287,6 +295,7 @@ def _clip_cached(arch:str, tag:str)->bool:
     return bool(repo) and any(isinstance(try_to_load_from_cache(repo, f), str)
                               for f in ('open_clip_model.safetensors', 'open_clip_pytorch_model.bin'))
 
+# %% ../nbs/04_metrics.ipynb #2c503e4e
 def _build_clip(arch:str, pretrained:str|None, allow_download:bool, size:int=224)->tuple:
     "(visual tower, description) of an open_clip model; `pretrained=None` for random weights (built for `size` px)."
     import open_clip
@@ -382,6 +391,7 @@ def _digest(images)->str:
     "Content hash of a stack of images (to skip repeated stages)."
     return hashlib.sha1(_to_u8(as_images(images)).tobytes()).hexdigest()
 
+# %% ../nbs/04_metrics.ipynb #6429aa4c
 def _low_level(gt, recons:dict, conv:MetricConvention, metrics, vals:dict, chunk:int=64):
     "PixCorr and SSIM of every stage into vals[stage][metric]; the GT is prepared once per chunk of images."
     out = {st: {m: [] for m in LOW_LEVEL if m in metrics} for st in recons}
@@ -397,6 +407,7 @@ def _low_level(gt, recons:dict, conv:MetricConvention, metrics, vals:dict, chunk
                 out[st]['SSIM'].append(ssim_gray(r_gray, g_gray, conv))
     for st, d in out.items(): vals[st].update({m: np.concatenate(v) for m, v in d.items()})
 
+# %% ../nbs/04_metrics.ipynb #7e360324
 def image_metrics(gt, # seen images (N,3,H,W) float in [0,1] or uint8 (N,H,W,3)
                   recons:dict, # stage name -> reconstructions of the same N images, same order
                   convention:str|MetricConvention='mindeye2', # preprocessing convention
@@ -458,6 +469,7 @@ def brain_correlation(betas, # measured betas (n, nvox), nsdgeneral order
 # %% ../nbs/04_metrics.ipynb #e7ca7d0b
 SEEN = 'seen'  # stage name of the ceiling rows (the seen image's own prediction)
 
+# %% ../nbs/04_metrics.ipynb #733b6b84
 def brain_metrics(betas, # measured betas (N, nvox), repetition-averaged, in image order
                   recons:dict, # stage name -> reconstructions of the N images
                   encoders:dict, # name -> Encoder (has .predict(images) -> (n, nvox))
@@ -501,6 +513,7 @@ class Run:
         if len(shapes) > 1: raise ValueError(f"Run {self.out_dir}: stage {stage!r} images have different sizes {sorted(shapes)}.")
         return np.stack(ims)
 
+# %% ../nbs/04_metrics.ipynb #28da79ba
 def read_run(out_dir, # a 03_search run folder (holding images/)
              subj:int|None=None, # expected subject (checked against result.json)
             )->Run:
@@ -545,6 +558,7 @@ def stage_table(per_image:pd.DataFrame, # from image_metrics (columns stage, ima
     t['n'] = t['n'].astype(int); t.index.name = 'stage'
     return t
 
+# %% ../nbs/04_metrics.ipynb #ac5f00b2
 def to_markdown(df:pd.DataFrame, # table to render
                 floatfmt:str='.3f', # format of float cells
                )->str:
@@ -580,6 +594,7 @@ def caveats(convention:MetricConvention, weights:str, labels:dict, n:int, datase
                f"N-1 images (published: N = 982 or 1000).")
     return out
 
+# %% ../nbs/04_metrics.ipynb #3222705c
 def published_comparison(table:pd.DataFrame, # a stage table (ours)
                          label:str, # name of our row, e.g. 'ours: subj01 final (demo, random weights)'
                          stage:str='final', # which stage of ours to compare
@@ -589,6 +604,7 @@ def published_comparison(table:pd.DataFrame, # a stage table (ours)
     ours.insert(0, 'n_test', int(table.loc[stage, 'n'])); ours.index.name = 'source'
     return pd.concat([PUBLISHED[['n_test', *METRICS]], ours])
 
+# %% ../nbs/04_metrics.ipynb #a2114e30
 def published_brain_comparison(table:pd.DataFrame, # a stage table with 'encoder:roi' columns
                                label:str, # name of our rows
                                encoder:str='gnet', # which of our encoders (the published one is GNet)
@@ -605,8 +621,10 @@ def published_brain_comparison(table:pd.DataFrame, # a stage table with 'encoder
 # %% ../nbs/04_metrics.ipynb #24224bf3
 import matplotlib.pyplot as plt
 
+# %% ../nbs/04_metrics.ipynb #67e7cb3f
 def _stages(table): return [s for s in table.index if s != SEEN]
 
+# %% ../nbs/04_metrics.ipynb #89be1614
 def plot_stage_metrics(table:pd.DataFrame, # stage table
                        title:str='', # first title line
                        note:str='', # caveat line (e.g. the random-weights label)
@@ -624,6 +642,7 @@ def plot_stage_metrics(table:pd.DataFrame, # stage table
     fig.tight_layout()
     return fig
 
+# %% ../nbs/04_metrics.ipynb #ebe96d71
 def plot_brain_rois(table:pd.DataFrame, # stage table with 'encoder:roi' columns and a 'seen' row
                     title:str='', # first title line
                     note:str='', # caveat line
@@ -644,6 +663,7 @@ def plot_brain_rois(table:pd.DataFrame, # stage table with 'encoder:roi' columns
     fig.tight_layout()
     return fig
 
+# %% ../nbs/04_metrics.ipynb #01a637dd
 def plot_grid(seen, # uint8 (n,H,W,3) seen images
               recons:dict, # stage -> uint8 (n,H,W,3)
               labels=None, # row labels (e.g. nsd ids)
@@ -672,6 +692,7 @@ class Evaluation:
     files: list  # files written
     settings: dict  # convention, weights, network labels, encoders, timings
 
+# %% ../nbs/04_metrics.ipynb #b53cc753
 def _resolve_encoders(encoders, subject, device)->dict:
     "Encoder names/objects -> {name: Encoder}; the data set may add judges of its own (the demo's 'true')."
     refs = subject.data_set.reference_encoders(subject)
@@ -684,6 +705,7 @@ def _resolve_encoders(encoders, subject, device)->dict:
     fitted = get_encoders(subject, device=device, train=False) if set(encoders) - set(refs) else None  # reads, never trains
     return {n: refs[n] if n in refs else fitted.predictor(n) for n in encoders}
 
+# %% ../nbs/04_metrics.ipynb #d076910e
 def _write(path:Path, text:str)->Path:
     with atomic_write(path, 'w') as f: f.write(text)
     return path
@@ -721,7 +743,7 @@ def table_markdown(table:pd.DataFrame, # stage table (one subject or the mean)
                 to_markdown(table[cols].rename(columns=lambda c: c.split(':', 1)[1])), '']
     if published and 'final' in table.index and _image_cols(table):
         out += ['## Published numbers beside ours', '',
-                '- Published rows: the reference notebooks\' saved outputs for subject 1 as quoted in `metrics_spec.md` '
+                '- Published rows: the reference notebooks\' saved outputs for subject 1 '
                 '(not the papers\' subject-averaged tables). MindEye2\'s row evaluates 0.75·enhanced + 0.25·blurry images.',
                 '- Not comparable unless the convention, the weights, the test set (N) and the data set all match (see the notes above).', '',
                 to_markdown(published_comparison(table, f'{label}: final')), '']
@@ -729,6 +751,7 @@ def table_markdown(table:pd.DataFrame, # stage table (one subject or the mean)
             out += [to_markdown(published_brain_comparison(table, brain_label or label)), '']
     return '\n'.join(out)
 
+# %% ../nbs/04_metrics.ipynb #8e3f4644
 def mean_over_subjects(tables:dict, # subj -> stage table
                       )->pd.DataFrame:
     "Mean of the subjects' stage tables over subjects (stages all subjects have; 'n' = total images)."
@@ -809,6 +832,7 @@ def _write_subject(d:Path, name:str, per_image, brain, table, settings, notes, g
     files.append(_write(d / f'{name}_evaluation.json', json.dumps(settings, indent=1, default=str)))
     return files
 
+# %% ../nbs/04_metrics.ipynb #0dd7bfb8
 def evaluate_run(out_dir, # a 03_search run folder, or a list of them (one per subject)
                  subject, # Subject or subject number, or a list of them (same length as out_dir)
                  encoders=None, # encoder names ('gnet', 'clip', 'hybrid', 'true') or {name: Encoder}; None: gnet, hybrid (+ true on the demo)

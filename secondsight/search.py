@@ -35,14 +35,17 @@ from .gnet import EncoderSet, get_encoders
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 SCHEDULERS = ('ddim', 'dpmsolver')
 
+# %% ../nbs/03_search.ipynb #4dcfea53
 def strength_schedule(n_iter:int, start:float=0.92, drop:float=0.30)->list[float]:
     "The paper's img2img strength per iteration: `start - drop*((i+1)/n_iter)**3`."
     return [start - drop * ((i + 1) / n_iter) ** 3 for i in range(n_iter)]
 
+# %% ../nbs/03_search.ipynb #9ae5de8f
 def momentum_schedule(n_iter:int, momentum:float=0.2)->list[float]:
     "The paper's embedding momentum per iteration: `momentum*((i+1)/n_iter)**2`."
     return [momentum * ((i + 1) / n_iter) ** 2 for i in range(n_iter)]
 
+# %% ../nbs/03_search.ipynb #7e9d3cd8
 def samples_per_branch(n_samples:int, n_branches:int, strength:float, minimum:int=10)->int:
     "Samples drawn from each branch: `max(minimum, int(n_samples/n_branches*strength))`."
     return max(minimum, int(n_samples / n_branches * strength))
@@ -101,6 +104,7 @@ def _check_run(self:SearchConfig):
               "Use device='cpu' or run on a GPU machine.")
     if self.scheduler not in SCHEDULERS: _fail('scheduler', self.scheduler, f"one of {SCHEDULERS}", "")
 
+# %% ../nbs/03_search.ipynb #ac2a6607
 @patch
 def _check_counts(self:SearchConfig):
     for k in ('n_iter', 'n_samples', 'n_branches', 'min_per_branch', 'n_embed', 'n_lowlevel', 'n_shards', 'num_inference_steps'):
@@ -120,12 +124,13 @@ def _check_schedule(self:SearchConfig):
               f"and init_strength={self.init_strength}", "Use 0 < strength_start - strength_drop and strength_start <= 1.")
     if not 0 <= self.momentum <= 1: _fail('momentum', self.momentum, "a slerp weight in [0, 1]", "")
 
+# %% ../nbs/03_search.ipynb #fc043d54
 @patch
 def _check_images(self:SearchConfig):
     if not 0 <= self.shard < self.n_shards:
         _fail('shard', self.shard, f"0 <= shard < n_shards={self.n_shards}", "Shards are numbered from 0.")
     if self.images is not None:
-        ids = (self.images,) if isinstance(self.images, (int, np.integer)) else tuple(int(i) for i in self.images)
+        ids = (int(self.images),) if isinstance(self.images, (int, np.integer)) else tuple(int(i) for i in self.images)
         if not ids or min(ids) < 0: _fail('images', self.images, "a non-empty list of 0-based nsd ids", "")
         object.__setattr__(self, 'images', ids)
     if self.n_images is not None and (not isinstance(self.n_images, (int, np.integer)) or self.n_images < 1):
@@ -212,6 +217,7 @@ def slerp(a:torch.Tensor, # (..., d) start (t=0)
     wb = torch.where(lin, torch.full_like(so, t), torch.sin(t * omega) / so.where(~lin, torch.ones_like(so)))
     return wa * a + wb * b
 
+# %% ../nbs/03_search.ipynb #c866e475
 def _broadcast(x:torch.Tensor, n:int, what:str)->torch.Tensor:
     "Expand a leading dimension of 1 to n (or check that it is n)."
     if x.shape[0] == n: return x
@@ -228,6 +234,7 @@ def make_scheduler(name:str,   # 'ddim' | 'dpmsolver'
     if name == 'dpmsolver': return DPMSolverMultistepScheduler.from_config(config, algorithm_type='dpmsolver++')
     raise ValueError(f"scheduler={name!r} is not supported: expected one of {SCHEDULERS}")
 
+# %% ../nbs/03_search.ipynb #8d3db168
 def noise_image_embeddings(embeds, noise_level:int, normalizer, noising_scheduler, generators):
     "Noise-augment image embeddings and append the noise level's sinusoidal embedding (as the unCLIP pipelines)."
     # Copied in spirit from diffusers.StableUnCLIPImg2ImgPipeline.noise_image_embeddings, with per-sample generators
@@ -415,12 +422,14 @@ def _tiny_tokenizer(max_length:int=16):
         (Path(d) / 'vocab.json').write_text(json.dumps(vocab)); (Path(d) / 'merges.txt').write_text('#version: 0.2\n')
         return CLIPTokenizer(str(Path(d) / 'vocab.json'), str(Path(d) / 'merges.txt'), model_max_length=max_length)
 
+# %% ../nbs/03_search.ipynb #10417bca
 def unclip_scheduler_config()->dict:
     "The sampler config of stabilityai/stable-diffusion-2-1-unclip (`scheduler/scheduler_config.json`)."
     return dict(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', clip_sample=False,
                 num_train_timesteps=1000, prediction_type='v_prediction', set_alpha_to_one=False,
                 steps_offset=1, timestep_spacing='leading', trained_betas=None)
 
+# %% ../nbs/03_search.ipynb #07d9a799
 def tiny_unclip(size:int=32, embed_dim:int=32, seed:int=0, scheduler:str='ddim', **kwargs)->UnCLIPGenerator:
     "An `UnCLIPGenerator` on tiny random-weight components (unCLIP architecture, small configs; no download)."
     from diffusers import AutoencoderKL, UNet2DConditionModel, DDPMScheduler
@@ -454,6 +463,7 @@ class InitialGuess:
     embed: torch.Tensor         # (d,) mean embedding of library_ids
     lowlevel: torch.Tensor      # (1,3,H,W) decoded mean latents of lowlevel_ids
 
+# %% ../nbs/03_search.ipynb #78711436
 def initial_guesses(queries,               # (q, reps, nvox) measured (or denoised) betas, all-zero rows = missing
                     library_ids,           # (L,) nsd ids of the library (rows of `primes` and `embeds` are nsd ids)
                     primes:dict,           # encoder name -> (n_images, nvox) beta primes, row = nsd id
@@ -578,6 +588,7 @@ def select_images(cfg:SearchConfig, test_ids)->list[int]:
     if cfg.n_images is not None: ids = ids[:cfg.n_images]
     return ids[cfg.shard::cfg.n_shards]
 
+# %% ../nbs/03_search.ipynb #f09a778f
 RUN_INDEPENDENT = ('images', 'n_images', 'shard', 'n_shards', 'device', 'out_dir', 'data_root', 'models_dir')
 
 def claim_out_dir(cfg:SearchConfig)->Path:
@@ -603,10 +614,12 @@ def unclip_generator(cfg:SearchConfig, subject, encoders:EncoderSet):
                                            embedder=encoders.embedder, num_inference_steps=cfg.num_inference_steps,
                                            guidance_scale=cfg.guidance_scale, max_batch=32)
 
+# %% ../nbs/03_search.ipynb #25e139af
 def make_generator(cfg:SearchConfig, subject, encoders:EncoderSet):
     "The run's generator `cfg.generator`: unCLIP, or one the data set provides (the demo's PCA model)"
     return dict(unclip=unclip_generator, **subject.data_set.generators())[cfg.generator](cfg, subject, encoders)
 
+# %% ../nbs/03_search.ipynb #cc8601a3
 def denoise_betas(nested, autoencoder)->torch.Tensor:
     "Denoise each non-missing repetition of (n, reps, nvox) betas with the beta autoencoder (missing rows stay zero)."
     x = _as_tensor(nested).clone()

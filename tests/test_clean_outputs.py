@@ -36,3 +36,14 @@ def test_reports_machine_paths(tmp_path):
     p = tmp_path / 'b.ipynb'; write_nb(p, 'run folder /work/main/data/cache/x\n')
     found = co.clean(p)
     assert len(found) == 1 and '/work/main/data/cache/x' in found[0] and 'b.ipynb' in found[0]
+
+
+def test_show_doc_outputs_are_left_to_the_docs_build(tmp_path):
+    p = tmp_path / 'd.ipynb'; write_nb(p, 'kept\n')
+    nb = json.loads(p.read_text())
+    nb['cells'].append(dict(cell_type='code', id='c2', metadata={}, execution_count=None, source=['show_doc(f)'],
+                            outputs=[dict(output_type='display_data', metadata={}, data={'text/markdown': ['### f']})]))
+    p.write_text(json.dumps(nb))
+    co.clean(p)
+    cells = json.loads(p.read_text())['cells']
+    assert cells[1]['outputs'] == [] and len(cells[0]['outputs']) == 2     # show_doc output dropped, the rest kept

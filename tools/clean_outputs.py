@@ -2,7 +2,8 @@
 
 For every nbs/*.ipynb: PNG figures are re-encoded with a 256-colour palette (lossless for line plots, which use few
 colours; photo grids lose a little colour depth) and no wider than MAX_WIDTH px; stderr streams (progress bars,
-library warnings) are dropped; an output that still names a path of this machine is an error, to be fixed where it
+library warnings) are dropped, and so are the outputs of `show_doc(...)` cells (nbdev's docs build renders them again
+from the code, so committing them only duplicates the docstrings); an output that still names a path of this machine is an error, to be fixed where it
 is printed. Idempotent: a second run changes nothing, so `make check-clean` can tell whether it was run."""
 import base64, io, json, re, sys
 from pathlib import Path
@@ -29,6 +30,7 @@ def clean(path:Path)->list:
     found = []
     for c in nb['cells']:
         outs = [o for o in c.get('outputs', []) if not (o['output_type'] == 'stream' and o.get('name') == 'stderr')]
+        if ''.join(c.get('source', '')).lstrip().startswith('show_doc('): outs = []   # re-rendered by the docs build
         for o in outs:
             data = o.get('data', {})
             if 'image/png' in data:
