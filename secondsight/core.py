@@ -5,7 +5,7 @@
 # %% ../nbs/00_core.ipynb #acb4665e
 from __future__ import annotations
 
-import contextlib, hashlib, json, os, re, shutil, time, uuid, warnings
+import contextlib, hashlib, json, os, re, shutil, sys, time, uuid, warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -17,10 +17,11 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 # %% auto #0
-__all__ = ['SUBJECTS', 'DATASETS', 'check_subject', 'subj_name', 'data_dir', 'cache_dir', 'atomic_write', 'file_lock',
-           'cache_key', 'manifest_path', 'read_json', 'is_current', 'cached', 'resize', 'as_images', 'to_uint8',
-           'save_image', 'load_image', 'derive_seed', 'sample_seeds', 'seeded', 'standardize_rows', 'mean_query',
-           'pearson_matrix', 'brain_scores', 'pearson_rows', 'voxel_corr', 'to_gray', 'ssim_rows']
+__all__ = ['SUBJECTS', 'DATASETS', 'check_subject', 'subj_name', 'data_dir', 'cache_dir', 'runs_dir', 'default_device',
+           'announce', 'atomic_write', 'file_lock', 'cache_key', 'manifest_path', 'read_json', 'is_current', 'cached',
+           'resize', 'as_images', 'to_uint8', 'save_image', 'load_image', 'derive_seed', 'sample_seeds', 'seeded',
+           'standardize_rows', 'mean_query', 'pearson_matrix', 'brain_scores', 'pearson_rows', 'voxel_corr', 'to_gray',
+           'ssim_rows']
 
 # %% ../nbs/00_core.ipynb #646c311f
 SUBJECTS = (1, 2, 5, 7)  # the subjects of Second Sight / MindEye / Brain-Diffuser
@@ -66,6 +67,24 @@ def cache_dir(dataset:str, # 'demo' or 'nsd'
     d = data_dir()/'cache'/dataset/subj_name(subj)
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+# %% ../nbs/00_core.ipynb #c02afd8e
+def runs_dir(path=None # explicit location; wins over everything
+            ) -> Path:
+    "Where runs are kept: `path` > $SECONDSIGHT_RUNS > <checkout>/runs > ./runs"
+    if path is not None: return Path(path).expanduser()
+    if os.environ.get('SECONDSIGHT_RUNS'): return Path(os.environ['SECONDSIGHT_RUNS']).expanduser()
+    root = _project_root()
+    return (root if root is not None else Path.cwd())/'runs'
+
+def default_device() -> str:
+    "'cuda' when torch can use a GPU, else 'cpu'"
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+def announce(msg:str):
+    "Print `msg`; inside a notebook kernel also to the terminal running it (papermill shows no cell output)"
+    print(msg)
+    if sys.stdout is not sys.__stdout__ and sys.__stderr__ is not None: print(msg, file=sys.__stderr__, flush=True)
 
 # %% ../nbs/00_core.ipynb #98d88268
 @contextlib.contextmanager

@@ -14,14 +14,14 @@ from fastcore.basics import patch
 with warnings.catch_warnings():  # tqdm.auto warns when ipywidgets is missing, then falls back to text bars
     warnings.simplefilter('ignore'); from tqdm.auto import tqdm
 from .core import (SUBJECTS, DATASETS, check_subject, subj_name, data_dir, cache_dir, _size_hw,
-    _resize_uint8, cached)
+    _resize_uint8, cached, announce)
 
 # %% auto #0
 __all__ = ['NVOX', 'NSD_SESSIONS', 'DEFAULT_NSD_SESSIONS', 'ROIS', 'PRF_LABELS', 'NORMALIZATIONS', 'NSD_BUCKET', 'NSD_TERMS_URL',
            'NSD_ROIS', 'CACHE_VERSION', 'NSD', 'nsd_key', 'nsd_path', 'CorruptFileError', 'read_expdesign',
            'read_stim_info', 'read_volume', 'read_rois', 'roi_masks', 'nifti_header', 'read_betas', 'preprocess_betas',
-           'DataSet', 'NSDData', 'get_dataset', 'Subject', 'noise_ceiling', 'load_subject', 'parse_ranges', 'nsd_files',
-           'download_nsd', 'download_cli']
+           'DataSet', 'NSDData', 'get_dataset', 'choose_dataset', 'Subject', 'noise_ceiling', 'load_subject',
+           'parse_ranges', 'nsd_files', 'download_nsd', 'download_cli']
 
 # %% ../nbs/00_data.ipynb #aa3c26a0
 import h5py
@@ -345,6 +345,11 @@ class NSDData(DataSet):
     def default_sessions(self, root, subj) -> list: return list(DEFAULT_NSD_SESSIONS[:NSD_SESSIONS[subj]])
     def max_session(self, subj) -> int: return NSD_SESSIONS[subj]
     def expected_nvox(self, subj) -> int: return NVOX[subj]
+    def has_subject(self, root, subj) -> bool:
+        "Does `root` hold the shared files and `subj`'s nsdgeneral mask and first session?"
+        try: return all(nsd_path(root, *a, must_exist=False).is_file() for a in (('expdesign',), ('stim_info',),
+                        ('stimuli',), ('roi', subj, None, 'nsdgeneral'), ('betas', subj, 1)))
+        except ValueError: return False     # not an NSD subject: the run's own checks say so
 
 NSD = NSDData()
 
@@ -357,6 +362,22 @@ def get_dataset(name # a name in `DATASETS` ('demo', 'nsd'), or a `DataSet`
         raise ValueError(f"dataset={name!r}: expected " + ' or '.join(map(repr, DATASETS)) + '.')
     module, attr = DATASETS[name].split(':')
     return getattr(importlib.import_module(module), attr)
+
+# %% ../nbs/00_data.ipynb #f7734024
+def choose_dataset(subj:int, # NSD subject
+                   dataset:str|None=None, # a name in `DATASETS`; None: choose (and say so)
+                   data_root=None, # where an NSD mirror would be (None: `NSD.default_root()`)
+                  ) -> str:
+    "`dataset`, or 'nsd' when a mirror holds `subj`'s files, else 'demo'"
+    if dataset is not None: return get_dataset(dataset).name
+    try: check_subject(subj)
+    except ValueError: return 'demo'     # the run's own checks name the bad subject
+    root = Path(data_root) if data_root is not None else NSD.default_root()
+    shown = os.path.relpath(root, data_dir().parent) if root.is_relative_to(data_dir().parent) else root
+    if NSD.has_subject(root, subj):
+        announce(f"data set: nsd ({subj_name(subj)}'s files are in {shown})"); return 'nsd'
+    announce(f"data set: demo (no NSD files of {subj_name(subj)} in {shown}; for NSD pass -p dataset nsd -p data_root DIR)")
+    return 'demo'
 
 # %% ../nbs/00_data.ipynb #3f81844f
 class Subject:

@@ -392,6 +392,8 @@ def published_encoders(subject, device='cpu', models_dir=None, embedder=None) ->
     "The authors' published GNet, CLIP encoder and autoencoder of a subject, from `models_dir`"
     sn = f'sub{subject.subj:02d}'
     names = ['gnet_multisubject', f'{sn}_clip_encoder.pt', f'{sn}_hybrid_autoencoder.pt']
+    if models_dir is not None and not (Path(models_dir) / names[2]).exists() and (Path(models_dir) / f'{sn}_dual_autoencoder.pt').exists():
+        names[2] = f'{sn}_dual_autoencoder.pt'   # the name the authors' download script gives it before renaming
     missing = [n for n in names if models_dir is None or not (Path(models_dir) / n).exists()]
     if missing:
         raise FileNotFoundError(f"get_encoders({subj_name(subject.subj)}, dataset={subject.dataset!r}): missing {missing} in models_dir="

@@ -438,7 +438,9 @@ def image_metrics(gt, # seen images (N,3,H,W) float in [0,1] or uint8 (N,H,W,3)
         for st in todo:
             f_rec = net.features(recons[st], batch_size)
             for m in net.metrics:
-                if m in metrics: vals[st][m] = (two_way if m in TWO_WAY else corr_distance)(f_gt[m], f_rec[m])
+                if m not in metrics: continue
+                if m in TWO_WAY and len(gt) < 2: vals[st][m] = np.full(len(gt), np.nan)   # undefined for one image
+                else: vals[st][m] = (two_way if m in TWO_WAY else corr_distance)(f_gt[m], f_rec[m])
             bar.update()
         del net, f_gt, f_rec
     bar.close()
@@ -590,8 +592,9 @@ def caveats(convention:MetricConvention, weights:str, labels:dict, n:int, datase
     if get_dataset(dataset).caveat: out.append(get_dataset(dataset).caveat)
     out.append(f"Convention `{convention.name}`: {convention.source or 'a custom MetricConvention'}; networks: "
                + '; '.join(labels.values()) + '.')
-    out.append(f"N = {n} test images: two-way identification has resolution 1/{max(n - 1, 1)} and its distractors are these "
-               f"N-1 images (published: N = 982 or 1000).")
+    if n < 2: out.append(f"N = {n} test image: two-way identification needs at least 2 (NaN here); evaluate a run's shards together.")
+    else: out.append(f"N = {n} test images: two-way identification has resolution 1/{n - 1} and its distractors are these "
+                     f"N-1 images (published: N = 982 or 1000).")
     return out
 
 # %% ../nbs/04_metrics.ipynb #3222705c
@@ -693,7 +696,7 @@ class Evaluation:
     settings: dict  # convention, weights, network labels, encoders, timings
 
 # %% ../nbs/04_metrics.ipynb #b53cc753
-def _resolve_encoders(encoders, subject, device)->dict:
+def _resolve_encoders(encoders, subject, device, models_dir=None)->dict:
     "Encoder names/objects -> {name: Encoder}; the data set may add judges of its own (the demo's 'true')."
     refs = subject.data_set.reference_encoders(subject)
     if encoders is None: encoders = ('gnet', 'hybrid') + tuple(refs)
@@ -702,7 +705,7 @@ def _resolve_encoders(encoders, subject, device)->dict:
     if bad:
         raise ValueError(f"Unknown encoder {bad[0]!r} for the {subject.dataset} data set: expected one of "
                          f"{EncoderSet.PREDICTORS + tuple(refs)} ('true', the simulator's response, exists only on the demo).")
-    fitted = get_encoders(subject, device=device, train=False) if set(encoders) - set(refs) else None  # reads, never trains
+    fitted = get_encoders(subject, device=device, models_dir=models_dir, train=False) if set(encoders) - set(refs) else None  # reads, never trains
     return {n: refs[n] if n in refs else fitted.predictor(n) for n in encoders}
 
 # %% ../nbs/04_metrics.ipynb #d076910e
@@ -782,13 +785,14 @@ def evaluate_subject(run:Run, # from read_run
                      clip_arch:str|None=None, # CLIP architecture (None: ViT-L-14)
                      allow_download:bool=True, # may download pretrained weights
                      progress:bool=True, # progress bars
+                     models_dir=None, # see evaluate_run
                     )->tuple: # (per_image, brain, table, settings)
     "Image metrics and brain correlations of every stage of one subject's run."
     t0, conv = time.time(), get_convention(convention)
     ids = [int(i) for i in subject.test_nsd_ids]
     missing = [i for i in run.nsd_ids if i not in ids]
     if missing: raise ValueError(f"{run.out_dir}: nsd ids {missing[:5]} are not test images of {subj_name(subject.subj)} ({subject.dataset}).")
-    encs = _resolve_encoders(encoders, subject, device)  # before the long part: a bad name fails at once
+    encs = _resolve_encoders(encoders, subject, device, models_dir)  # before the long part: a bad name fails at once
     gt = np.asarray(subject.images(np.asarray(run.nsd_ids)))
     _check_seen(run, gt)
     recons = {st: run.images(st) for st in run.stages}
@@ -848,6 +852,7 @@ def evaluate_run(out_dir, # a 03_search run folder, or a list of them (one per s
                  figures:bool=True, # write the figures
                  progress:bool=True, # progress bars
                  allow_download:bool=True, # may download pretrained weights
+                 models_dir=None, # NSD: the published weights' folder (as for 03_search); None: get_encoders' default
                 )->Evaluation:
     "Evaluate 03_search run folders: per-subject tables (CSV + Markdown), figures, and the mean over subjects."
     from secondsight.data import load_subject
@@ -862,7 +867,8 @@ def evaluate_run(out_dir, # a 03_search run folder, or a list of them (one per s
         t0 = time.time()
         s = s if hasattr(s, 'test_betas') else load_subject(int(s), dataset, data_root)
         run = read_run(d, s.subj)
-        per_image, brain, table, st = evaluate_subject(run, s, encoders, conv, weights, metrics, device, batch_size, clip_arch, allow_download, progress)
+        per_image, brain, table, st = evaluate_subject(run, s, encoders, conv, weights, metrics, device, batch_size, clip_arch, allow_download,
+                                                       progress, models_dir)
         name = subj_name(s.subj)
         notes = caveats(conv, weights, st['networks'], len(run.nsd_ids), s.dataset)
         recons = {k: run.images(k) for k in run.stages}

@@ -151,13 +151,11 @@ def _check_data(self:SearchConfig):
         _fail('num_inference_steps', self.num_inference_steps, "enough steps that the lowest strength still "
               "denoises at least one step", "Raise num_inference_steps.")
     if ds.root_required:
-        root = self.data_root or os.environ.get('SECONDSIGHT_DATA')
-        if root is None:
-            _fail('data_root', None, f"the folder of an NSD mirror for dataset={self.dataset!r}",
-                  "Pass data_root (papermill: -p data_root /path/to/nsd) or set $SECONDSIGHT_DATA; "
+        root = Path(self.data_root) if self.data_root else ds.default_root()
+        if not root.is_dir():
+            _fail('data_root', self.data_root, f"an existing folder holding an NSD mirror (there is none at {root})",
+                  "Pass data_root (papermill: -p data_root /path/to/nsd) or put the mirror at data/nsd (or $SECONDSIGHT_DATA/nsd); "
                   "`secondsight-download` fetches the files.")
-        if not Path(root).is_dir():
-            _fail('data_root', str(root), "an existing folder holding an NSD mirror", "Check the path or download NSD.")
 
 # %% ../nbs/03_search.ipynb #6e101909
 def _take_rows(p, idx):

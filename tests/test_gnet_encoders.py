@@ -77,3 +77,15 @@ def test_nsd_loads_published_formats(nsd_like, tmp_path):
     torch.save(CLIPEncoder(nv + 3, 128, 8).state_dict(), d / 'sub01_clip_encoder.pt')
     with pytest.raises(ValueError, match=f'predicts {nv + 3} voxels but the subject has {nv}'):
         get_encoders(nsd_like, models_dir=d, embedder=emb)
+
+
+def test_nsd_accepts_the_download_scripts_autoencoder_name(nsd_like, tmp_path):
+    "The authors' download script saves sub0N_dual_autoencoder.pt (and renames it later): either name loads."
+    d, nv = tmp_path / 'models', nsd_like.nvox
+    d.mkdir()
+    torch.manual_seed(0)
+    torch.save(CLIPEncoder(nv, 128, 64).state_dict(), d / 'sub01_clip_encoder.pt')
+    ae = BetaAutoencoder(nv, (64, 32, 16)); torch.save(ae.state_dict(), d / 'sub01_dual_autoencoder.pt')
+    save_gnet_multisubject(d / 'gnet_multisubject', {1: GNet8j(nv, 227, [0.47, 0.45, 0.41], trunk_width=8, pass_through=8)})
+    enc = get_encoders(nsd_like, models_dir=d, embedder=demo_embedder())
+    assert model_fingerprint(enc.autoencoder) == model_fingerprint(ae)

@@ -180,3 +180,14 @@ def test_real_weights_feature_shapes(conv):
         for m, v in f.items(): assert v.shape == (2, shapes[m]), (m, v.shape)
     df = M.image_metrics(ims, {'same': ims, 'blurred': blur}, conv, 'pretrained', progress=False)
     assert (df[df.stage == 'same'][list(M.TWO_WAY)] == 1).all().all()
+
+
+def test_one_image_two_way_is_nan_not_an_error():
+    "A run (or shard) of one image is evaluated: two-way identification is undefined there (NaN, said in the caveats)."
+    rng = np.random.default_rng(0)
+    gt, rec = rng.integers(0, 256, (1, 32, 32, 3), dtype=np.uint8), rng.integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    df = M.image_metrics(gt, {'final': rec}, 'mindeye2', 'random', ('PixCorr', 'AlexNet(2)', 'EffNet-B'), progress=False,
+                         allow_download=False)
+    assert np.isnan(df['AlexNet(2)'].iloc[0]) and np.isfinite(df['PixCorr'].iloc[0]) and np.isfinite(df['EffNet-B'].iloc[0])
+    notes = M.caveats(M.get_convention('mindeye2'), 'random', {}, 1, 'demo')
+    assert any('needs at least 2' in n for n in notes) and not any('resolution 1/' in n for n in notes)

@@ -15,9 +15,14 @@ def run(tmp_path, **params):
                                progress_bar=False)
 
 
-def test_small_demo_run(tmp_path):
-    out = tmp_path / 'run'
-    run(tmp_path, out_dir=str(out), n_images=2, n_iter=2, n_samples=8, n_branches=2)
+def test_small_demo_run(tmp_path, monkeypatch):
+    "No out_dir, no data set: the demo (no NSD mirror here) into runs/demo/subj01 under $SECONDSIGHT_RUNS, kept."
+    monkeypatch.setenv('SECONDSIGHT_RUNS', str(tmp_path / 'runs'))
+    monkeypatch.delenv('SECONDSIGHT_DATA', raising=False)
+    out = tmp_path / 'runs' / 'demo' / 'subj01'
+    nb = run(tmp_path, n_images=2, n_iter=2, n_samples=8, n_branches=2)
+    printed = ''.join(o.get('text', '') for c in nb.cells for o in c.get('outputs', []) if o.get('output_type') == 'stream')
+    assert 'data set: demo' in printed and 'results kept in' in printed
     cfg = json.loads((out / 'config.json').read_text())
     assert (cfg['n_iter'], cfg['n_samples'], cfg['n_branches'], cfg['n_images']) == (2, 8, 2, 2)
     results = sorted((out / 'images').glob('*/result.json'))
