@@ -17,11 +17,11 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 # %% auto #0
-__all__ = ['SUBJECTS', 'DATASETS', 'check_subject', 'subj_name', 'data_dir', 'cache_dir', 'runs_dir', 'default_device',
-           'announce', 'atomic_write', 'file_lock', 'cache_key', 'manifest_path', 'read_json', 'is_current', 'cached',
-           'resize', 'as_images', 'to_uint8', 'save_image', 'load_image', 'derive_seed', 'sample_seeds', 'seeded',
-           'standardize_rows', 'mean_query', 'pearson_matrix', 'brain_scores', 'pearson_rows', 'voxel_corr', 'to_gray',
-           'ssim_rows']
+__all__ = ['SUBJECTS', 'DATASETS', 'check_subject', 'subj_name', 'data_dir', 'cache_dir', 'runs_dir', 'weights_dir',
+           'default_device', 'announce', 'atomic_write', 'file_lock', 'cache_key', 'manifest_path', 'read_json',
+           'is_current', 'cached', 'resize', 'as_images', 'to_uint8', 'save_image', 'load_image', 'derive_seed',
+           'sample_seeds', 'seeded', 'standardize_rows', 'mean_query', 'pearson_matrix', 'brain_scores', 'pearson_rows',
+           'voxel_corr', 'to_gray', 'ssim_rows']
 
 # %% ../nbs/00_core.ipynb #646c311f
 SUBJECTS = (1, 2, 5, 7)  # the subjects of Second Sight / MindEye / Brain-Diffuser
@@ -76,6 +76,13 @@ def runs_dir(path=None # explicit location; wins over everything
     if os.environ.get('SECONDSIGHT_RUNS'): return Path(os.environ['SECONDSIGHT_RUNS']).expanduser()
     root = _project_root()
     return (root if root is not None else Path.cwd())/'runs'
+
+def weights_dir(path=None # explicit location; wins over everything
+               ) -> Path:
+    "Where published weights live: `path` > $SECONDSIGHT_WEIGHTS > data_dir()/'weights'"
+    if path is not None: return Path(path).expanduser()
+    if os.environ.get('SECONDSIGHT_WEIGHTS'): return Path(os.environ['SECONDSIGHT_WEIGHTS']).expanduser()
+    return data_dir()/'weights'
 
 def default_device() -> str:
     "'cuda' when torch can use a GPU, else 'cpu'"

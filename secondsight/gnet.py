@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_gnet.ipynb #c307d52c
 from __future__ import annotations
-import os, time
+import argparse, os, sys, time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,12 +18,13 @@ from .encoders import (MODEL_CLASSES, subject_cache_dir, save_model, load_model,
     model_fingerprint, ImageEmbedder, make_embedder, image_embeddings, ClipBetaEncoder, EnsembleEncoder,
     train_clip_encoder, train_autoencoder, load_released_clip_encoder, load_released_autoencoder, library_beta_primes)
 from .core import (subj_name, atomic_write, file_lock, resize, as_images, seeded, voxel_corr, cache_key,
-    is_current, cached)
+    is_current, cached, weights_dir)
 
 # %% auto #0
-__all__ = ['log_act', 'PreFilter', 'TrunkBlock', 'EncStage', 'GNetFeatures', 'gnet_fmap_sizes', 'LayerwiseFWRF', 'GNet8j',
-           'GNetEncoder', 'save_gnet_multisubject', 'load_gnet_multisubject', 'gnet_loss', 'train_gnet', 'EncoderSet',
-           'TrainingRecipe', 'published_encoders', 'trained_encoders', 'get_encoders']
+__all__ = ['HF_WEIGHTS_REPO', 'log_act', 'PreFilter', 'TrunkBlock', 'EncStage', 'GNetFeatures', 'gnet_fmap_sizes',
+           'LayerwiseFWRF', 'GNet8j', 'GNetEncoder', 'save_gnet_multisubject', 'load_gnet_multisubject', 'gnet_loss',
+           'train_gnet', 'EncoderSet', 'TrainingRecipe', 'published_encoders', 'published_weight_files',
+           'download_weights', 'weights_cli', 'trained_encoders', 'get_encoders']
 
 # %% ../nbs/02_gnet.ipynb #c8500abc
 def log_act(x): # any tensor
@@ -219,6 +220,20 @@ def save_gnet_multisubject(path, # output file
     with atomic_write(path) as tmp: torch.save(ck, tmp)
     return path
 
+# %% ../nbs/02_gnet.ipynb #be4e3383
+def _check_voxels(path, ck, s:int, subj):
+    "A checkpoint's grid and voxel mask of subject `s` must be the `Subject`'s grid and nsdgeneral voxels (when both are known)"
+    shape, mask = ck.get('brain_nii_shape', {}).get(s), ck.get('voxel_mask', {}).get(s)
+    grid, index = getattr(subj, 'grid_shape', None), getattr(subj, 'voxel_index', None)
+    if shape is None or len(tuple(shape)) != 3 or grid is None: return   # no grid recorded (or no Subject): counts only
+    if tuple(shape) != tuple(grid):
+        raise ValueError(f"{path}: subject {s}'s grid is {tuple(shape)} in the checkpoint but {tuple(grid)} in the NSD files: "
+                         "use the func1pt8mm betas and ROI files (the grid GNet was trained on).")
+    if mask is not None and index is not None and not np.array_equal(np.flatnonzero(np.asarray(mask).ravel()), index):
+        n = len(np.setxor1d(np.flatnonzero(np.asarray(mask).ravel()), index))
+        raise ValueError(f"{path}: subject {s}'s voxel_mask differs from the nsdgeneral mask of the NSD files in {n} voxels: "
+                         "the checkpoint was trained on other voxels; use the func1pt8mm nsdgeneral file of this subject.")
+
 # %% ../nbs/02_gnet.ipynb #da14d477
 def load_gnet_multisubject(path, # the `gnet_multisubject` file
                            subj, # subject number (int) or a `Subject` (its `nvox` is the expected voxel count)
@@ -245,6 +260,7 @@ def load_gnet_multisubject(path, # the `gnet_multisubject` file
         if key in ck and s in ck[key]:
             n = int(np.asarray(ck[key][s]).sum()) if key == 'voxel_mask' else len(ck[key][s])
             if n != nv: raise ValueError(f"{path}: {key}[{s}] covers {n} voxels but the readout has {nv}: inconsistent checkpoint.")
+    _check_voxels(path, ck, s, subj)
     sizes = (fw['rf0'].shape[1], fw['rf1'].shape[1])
     if gnet_fmap_sizes(input_size) != sizes:
         raise ValueError(f"{path}: readout fields are {sizes[0]}x{sizes[0]} and {sizes[1]}x{sizes[1]}, which do not match "
@@ -389,21 +405,66 @@ class TrainingRecipe:
 
 # %% ../nbs/02_gnet.ipynb #84a428b3
 def published_encoders(subject, device='cpu', models_dir=None, embedder=None) -> EncoderSet:
-    "The authors' published GNet, CLIP encoder and autoencoder of a subject, from `models_dir`"
+    "The authors' published GNet, CLIP encoder and autoencoder of a subject, from `models_dir` (default: `weights_dir()`)"
+    folder = Path(models_dir) if models_dir is not None else weights_dir()
     sn = f'sub{subject.subj:02d}'
     names = ['gnet_multisubject', f'{sn}_clip_encoder.pt', f'{sn}_hybrid_autoencoder.pt']
-    if models_dir is not None and not (Path(models_dir) / names[2]).exists() and (Path(models_dir) / f'{sn}_dual_autoencoder.pt').exists():
+    if not (folder / names[2]).exists() and (folder / f'{sn}_dual_autoencoder.pt').exists():
         names[2] = f'{sn}_dual_autoencoder.pt'   # the name the authors' download script gives it before renaming
-    missing = [n for n in names if models_dir is None or not (Path(models_dir) / n).exists()]
+    missing = [n for n in names if not (folder / n).exists()]
     if missing:
         raise FileNotFoundError(f"get_encoders({subj_name(subject.subj)}, dataset={subject.dataset!r}): missing {missing} in models_dir="
-                                f"{models_dir}: download them from https://huggingface.co/reesekneeland/Second-Sight "
-                                f"(resolve/main/<name>) into one folder and pass it as models_dir.")
+                                f"{models_dir} ({folder}): fetch them with `secondsight-weights --subjects {subject.subj}` (the hub's "
+                                f"{sn}_dual_autoencoder.pt is the hybrid autoencoder), or copy them there from "
+                                f"https://huggingface.co/reesekneeland/Second-Sight and pass that folder as models_dir.")
     if embedder is None: embedder = make_embedder(subject.data_set.embedder, device)   # after the checks: 4 GB
-    clip = ClipBetaEncoder(embedder, load_released_clip_encoder(Path(models_dir) / names[1], subject.nvox, device))
-    gnet = load_gnet_multisubject(Path(models_dir) / names[0], subject, device=device)
-    ae = load_released_autoencoder(Path(models_dir) / names[2], subject.nvox, device)
+    clip = ClipBetaEncoder(embedder, load_released_clip_encoder(folder / names[1], subject.nvox, device))
+    gnet = load_gnet_multisubject(folder / names[0], subject, device=device)
+    ae = load_released_autoencoder(folder / names[2], subject.nvox, device)
     return EncoderSet(embedder, clip, gnet, ae)
+
+# %% ../nbs/02_gnet.ipynb #3ced03be
+HF_WEIGHTS_REPO = 'reesekneeland/Second-Sight'
+
+def published_weight_files(subjects=(1, 2, 5, 7)) -> list:
+    "The hub's file names of GNet and of each subject's CLIP encoder and hybrid ('dual') autoencoder"
+    return ['gnet_multisubject'] + [f'sub{int(s):02d}_{k}.pt' for s in subjects for k in ('clip_encoder', 'dual_autoencoder')]
+
+# %% ../nbs/02_gnet.ipynb #f6fe856b
+def download_weights(subjects=(1, 2, 5, 7), # NSD subjects
+                     dest=None, # the weights folder (None: `weights_dir()`)
+                     dry_run:bool=False, # list names, sizes and what is present; fetch nothing
+                     revision:str='main', # the hub revision
+                    ) -> list: # one dict per file: file, bytes, present
+    "The published weights into `dest` with huggingface_hub; files already there at the hub's size are skipped"
+    import huggingface_hub as hub
+    dest, names = Path(dest) if dest is not None else weights_dir(), published_weight_files(subjects)
+    try: sizes = {p.path: p.size for p in hub.HfApi().get_paths_info(HF_WEIGHTS_REPO, names, revision=revision)}
+    except Exception as e:
+        raise ConnectionError(f"cannot reach the Hugging Face Hub for {HF_WEIGHTS_REPO} ({type(e).__name__}). Run this where there "
+                              f"is internet, or copy {names} into {dest} by hand.") from None
+    rows = [dict(file=n, bytes=sizes.get(n), present=(dest/n).is_file() and (dest/n).stat().st_size == sizes.get(n)) for n in names]
+    for r in rows:
+        if r['bytes'] is None: raise FileNotFoundError(f"{HF_WEIGHTS_REPO}@{revision} has no file {r['file']}.")
+        if not (dry_run or r['present']):
+            hub.hf_hub_download(HF_WEIGHTS_REPO, r['file'], revision=revision, local_dir=dest)
+            if (dest/r['file']).stat().st_size != r['bytes']: raise OSError(f"{dest/r['file']}: size differs from the hub's.")
+    return rows
+
+# %% ../nbs/02_gnet.ipynb #8936863b
+def weights_cli(argv=None):
+    "Console script `secondsight-weights`: fetch the published GNet, CLIP encoders and autoencoders"
+    p = argparse.ArgumentParser(prog='secondsight-weights', description=f"Fetch the published weights from {HF_WEIGHTS_REPO}.")
+    p.add_argument('--subjects', default='1,2,5,7', help="e.g. 1,2,5,7 (default)")
+    p.add_argument('--dest', default=None, help="weights folder (default: $SECONDSIGHT_WEIGHTS or data/weights)")
+    p.add_argument('--dry-run', action='store_true', help="list files and sizes, fetch nothing")
+    a = p.parse_args(argv)
+    try: rows = download_weights([int(s) for s in a.subjects.split(',')], a.dest, a.dry_run)
+    except (ConnectionError, FileNotFoundError, OSError, ValueError) as e:
+        print(f"secondsight-weights: error: {e}", file=sys.stderr); return 1
+    for r in rows: print(f"{'present' if r['present'] else ('missing' if a.dry_run else 'fetched'):>8}  {r['bytes'] / 1e9:6.2f} GB  {r['file']}")
+    print(f"{len(rows)} files, {sum(r['bytes'] for r in rows) / 1e9:.2f} GB, in {Path(a.dest) if a.dest else weights_dir()}")
+    return 0
 
 # %% ../nbs/02_gnet.ipynb #0d3cb0de
 def _trained_model(folder, key:dict, fit, device, train:bool, subject):

@@ -89,3 +89,20 @@ def test_nsd_accepts_the_download_scripts_autoencoder_name(nsd_like, tmp_path):
     save_gnet_multisubject(d / 'gnet_multisubject', {1: GNet8j(nv, 227, [0.47, 0.45, 0.41], trunk_width=8, pass_through=8)})
     enc = get_encoders(nsd_like, models_dir=d, embedder=demo_embedder())
     assert model_fingerprint(enc.autoencoder) == model_fingerprint(ae)
+
+
+def test_checkpoint_voxels_must_be_the_subjects(nsd_like, tmp_path):
+    "A checkpoint whose grid or voxel mask is not the subject's nsdgeneral is refused by name, even with equal counts."
+    from secondsight.gnet import load_gnet_multisubject
+    nv, grid = nsd_like.nvox, nsd_like.grid_shape
+    mask = np.zeros(int(np.prod(grid)), bool); mask[nsd_like.voxel_index] = True
+    g = GNet8j(nv, 227, [0.47, 0.45, 0.41], trunk_width=8, pass_through=8)
+    ok = save_gnet_multisubject(tmp_path / 'ok', {1: g}, voxel_masks={1: mask}, brain_nii_shapes={1: grid})
+    assert load_gnet_multisubject(ok, nsd_like).model.nvox == nv
+    shifted = np.roll(mask, 1)                                         # same count, other voxels
+    bad = save_gnet_multisubject(tmp_path / 'bad', {1: g}, voxel_masks={1: shifted}, brain_nii_shapes={1: grid})
+    with pytest.raises(ValueError, match=r"voxel_mask differs from the nsdgeneral mask of the NSD files in \d+ voxels"):
+        load_gnet_multisubject(bad, nsd_like)
+    other = save_gnet_multisubject(tmp_path / 'grid', {1: g}, voxel_masks={1: mask}, brain_nii_shapes={1: (81, 104, 83)})
+    with pytest.raises(ValueError, match=r"grid is \(81, 104, 83\) in the checkpoint but"):
+        load_gnet_multisubject(other, nsd_like)
