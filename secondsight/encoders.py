@@ -14,7 +14,7 @@ from tqdm import tqdm
 from safetensors.torch import save_file, load_file
 from .data import ROIS, noise_ceiling
 from .core import (subj_name, cache_dir, atomic_write, file_lock, as_images, seeded, voxel_corr, cache_key,
-    manifest_path, read_json, is_current)
+    manifest_path, read_json, is_current, weights_dir)
 
 # %% auto #0
 __all__ = ['OPENAI_MEAN', 'OPENAI_STD', 'MODEL_CLASSES', 'HF_REPO', 'clip_preprocess', 'register_arch', 'ImageEmbedder',
@@ -86,7 +86,14 @@ class ImageEmbedder:
             logging.disable(logging.WARNING)  # open_clip warns "initialized randomly" when pretrained=None
             build = 'meta' if self.device.type == 'meta' else 'cpu'  # 'meta': shapes only, nothing allocated
             try:
-                with torch.device(build): model = open_clip.create_model(arch, pretrained=pretrained, device=build, cache_dir=cache_dir)
+                local = weights_dir()/f'open_clip_{arch}_{pretrained}.bin' if pretrained else None   # a copy for offline nodes
+                source = str(local) if local is not None and local.is_file() else pretrained
+                try:
+                    with torch.device(build): model = open_clip.create_model(arch, pretrained=source, device=build, cache_dir=cache_dir)
+                except (RuntimeError, OSError) as err:
+                    raise OSError(f"ImageEmbedder: cannot load the {arch} weights {pretrained!r} ({type(err).__name__}). Without "
+                                  f"internet, put the checkpoint at {local}, or download it once where there is internet (it goes to "
+                                  "the Hugging Face cache) and set HF_HUB_OFFLINE=1.") from None
             finally: logging.disable(logging.NOTSET)
         self.preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model))
         self.visual = model.visual.eval().requires_grad_(False).to(self.device, dtype)
@@ -269,7 +276,11 @@ def load_model(path, # .safetensors file written by `save_model`
         raise ValueError(f"load_model: {path.with_suffix('.json')} names class {cfg.get('cls')!r}, expected one of "
                          f"{sorted(MODEL_CLASSES)} (import secondsight.gnet to register GNet8j).")
     with torch.device('meta'): model = MODEL_CLASSES[cfg['cls']](**cfg['config'])
-    model.load_state_dict(load_file(str(path), device=str(device)), assign=True)
+    try: sd = load_file(str(path), device=str(device))
+    except Exception as err:   # safetensors raises its own error type on a truncated or foreign file
+        raise OSError(f"load_model: {path} is truncated or not a safetensors file ({type(err).__name__}: {str(err)[:120]}). "
+                      "Delete it (and its .json) and build it again.") from None
+    model.load_state_dict(sd, assign=True)
     model.meta = cfg.get('meta', {})
     return model.eval()
 
@@ -290,8 +301,12 @@ def torch_load(path, # checkpoint written by torch.save
     "`torch.load(weights_only=True)` that also accepts plain numpy arrays"
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"torch_load: {path} does not exist.")
-    with torch.serialization.safe_globals(_numpy_safe_globals()):
-        return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, ValueError) as err:
+        raise OSError(f"torch_load: {path} is truncated or not a torch checkpoint ({type(err).__name__}: {str(err)[:120]}). "
+                      "Delete it and fetch it again (secondsight-weights for the published ones).") from None
 
 # %% ../nbs/01_encoders.ipynb #3e2c9037
 HF_REPO = 'https://huggingface.co/reesekneeland/Second-Sight'
