@@ -428,6 +428,15 @@ def _subject_cache_dir(self:Subject) -> Path:
         d = d/f"root-{hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]}"; d.mkdir(parents=True, exist_ok=True)
     return d
 
+# %% ../nbs/00_data.ipynb #acbeed95
+@patch(as_prop=True)
+def brick_cache_dir(self:Subject) -> Path:
+    "Cache shared by all subjects of this data root (what depends only on the stimuli): `<cache>/<dataset>/shared`"
+    d = self.cache_dir.parent if self.cache_dir.name.startswith('root-') else self.cache_dir
+    d = d.parent/'shared'/(self.cache_dir.name if self.cache_dir.name.startswith('root-') else '')
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
 # %% ../nbs/00_data.ipynb #ee6e0c7c
 @patch
 def _load_betas(self:Subject, mask, cache, progress):

@@ -177,8 +177,9 @@ def image_embeddings(subject, # a `secondsight.data.Subject`
                      chunk:int=512, # images per cached chunk
                      progress:bool=True, # show a progress bar
                     ) -> np.ndarray: # float32 (n_images, dim), row = nsd_id, memory-mapped
-    "Embeddings of every image of the subject's brick, cached under the subject's cache folder, `embeddings/`"
-    path = subject_cache_dir(subject) / 'embeddings' / f'{embedder.name}.npy'
+    "Embeddings of every image of the subject's brick, cached once for all subjects of its data root (`embeddings/`)"
+    folder = getattr(subject, 'brick_cache_dir', None) or subject_cache_dir(subject)
+    path = folder / 'embeddings' / f'{embedder.name}.npy'
     compute = lambda a, b: embedder.embed(subject.images(np.arange(a, b))).numpy()
     meta = dict(embedder=embedder.name, n_images=int(subject.n_images), image_size=int(subject.image_size))
     return _cached_rows(path, subject.n_images, embedder.dim, np.float32, compute, meta, chunk=chunk,

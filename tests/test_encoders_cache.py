@@ -86,9 +86,12 @@ def test_embeddings_cached_once(subject):
     emb = demo_embedder()
     e1 = image_embeddings(subject, emb, progress=False)
     assert e1.shape == (subject.n_images, emb.dim) and e1.dtype == np.float32
-    p = subject_cache_dir(subject) / 'embeddings' / f'{emb.name}.npy'
+    p = subject.brick_cache_dir / 'embeddings' / f'{emb.name}.npy'   # one copy for all subjects of the data root
     mtime = p.stat().st_mtime_ns
     e2 = image_embeddings(subject, emb, progress=False)
     assert p.stat().st_mtime_ns == mtime
+    other = load_subject(2, data_root=DEMO_ROOT, progress=False)           # another subject, same brick: reused
+    np.testing.assert_array_equal(image_embeddings(other, emb, progress=False)[[3, 4000]], e1[[3, 4000]])
+    assert p.stat().st_mtime_ns == mtime and not (subject_cache_dir(other) / 'embeddings').exists()
     np.testing.assert_array_equal(e1[[3, 4000]], e2[[3, 4000]])
     np.testing.assert_allclose(e1[[3, 4000]], emb.embed(subject.images([3, 4000])).numpy(), atol=1e-5)
