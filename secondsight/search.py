@@ -59,7 +59,7 @@ class SearchConfig:
     "Everything that defines a reconstruction run (validated on creation; saved as `config.json`)."
     subj: int = 1                  # NSD subject, 1-8 (the references use 1, 2, 5, 7)
     dataset: str = 'demo'          # 'demo' (the simulated NSD, built on demand) | 'nsd' (a real NSD mirror)
-    data_root: str|None = None     # NSD root folder (nsd: this argument, else $SECONDSIGHT_DATA)
+    data_root: str|None = None     # NSD root folder (None: the data set's default, data/nsd)
     out_dir: str|None = None       # results folder (the runner requires it)
     device: str = 'cpu'            # torch device of the generator and encoders
     dtype: str = 'float32'         # generator precision: 'float32' | 'float16' | 'bfloat16'
@@ -85,6 +85,7 @@ class SearchConfig:
     num_inference_steps: int = 50  # unCLIP sampler steps (at strength 1)
     guidance_scale: float = 10.0   # classifier-free guidance (reference: 10)
     models_dir: str|None = None    # nsd: folder with the published GNet/CLIP-encoder/autoencoder weights
+    max_batch: int = 32            # unCLIP samples denoised together (GPU memory; results do not depend on it)
 
     def __post_init__(self):
         "Check every field, cheapest first; a bad value raises at once, naming the field and the fix."
@@ -107,7 +108,7 @@ def _check_run(self:SearchConfig):
 # %% ../nbs/03_search.ipynb #ac2a6607
 @patch
 def _check_counts(self:SearchConfig):
-    for k in ('n_iter', 'n_samples', 'n_branches', 'min_per_branch', 'n_embed', 'n_lowlevel', 'n_shards', 'num_inference_steps'):
+    for k in ('n_iter', 'n_samples', 'n_branches', 'min_per_branch', 'n_embed', 'n_lowlevel', 'n_shards', 'num_inference_steps', 'max_batch'):
         v = getattr(self, k)
         if not isinstance(v, (int, np.integer)) or v < 1: _fail(k, v, "an integer >= 1", "Pass a positive integer.")
     if self.n_branches > self.n_samples:
@@ -406,7 +407,11 @@ class UnCLIPGenerator:
         init = None if strength >= 1 else _broadcast(self.encode_latents(init_images), n, 'init_images')
         out, step = [], self.max_batch or n
         for s in range(0, n, step):
-            lat = self._vary_batch(None if init is None else init[s:s + step], embeds[s:s + step], strength, seeds[s:s + step])
+            try: lat = self._vary_batch(None if init is None else init[s:s + step], embeds[s:s + step], strength, seeds[s:s + step])
+            except torch.cuda.OutOfMemoryError:
+                raise torch.cuda.OutOfMemoryError(
+                    f"UnCLIPGenerator: out of GPU memory denoising {len(seeds[s:s + step])} samples at {self.size} px on {self.device}: "
+                    f"use max_batch={max(1, len(seeds[s:s + step]) // 2)} (papermill -p max_batch; the samples do not change)") from None
             out.append(lat.float().cpu() if return_latents else self.decode_latents(lat))   # 7. Decode
         return torch.cat(out)
 
@@ -587,7 +592,7 @@ def select_images(cfg:SearchConfig, test_ids)->list[int]:
     return ids[cfg.shard::cfg.n_shards]
 
 # %% ../nbs/03_search.ipynb #f09a778f
-RUN_INDEPENDENT = ('images', 'n_images', 'shard', 'n_shards', 'device', 'out_dir', 'data_root', 'models_dir')
+RUN_INDEPENDENT = ('images', 'n_images', 'shard', 'n_shards', 'device', 'out_dir', 'data_root', 'models_dir', 'max_batch')
 
 def claim_out_dir(cfg:SearchConfig)->Path:
     "Create `cfg.out_dir` with config.json, or check that an existing one holds the same configuration."
@@ -610,7 +615,7 @@ def unclip_generator(cfg:SearchConfig, subject, encoders:EncoderSet):
     # the encoders' ViT-H embedder: the same space as the library embeddings of the initial guess
     return UnCLIPGenerator.from_pretrained(cfg.model_id, scheduler=cfg.scheduler, device=cfg.device, dtype=DTYPES[cfg.dtype],
                                            embedder=encoders.embedder, num_inference_steps=cfg.num_inference_steps,
-                                           guidance_scale=cfg.guidance_scale, max_batch=32)
+                                           guidance_scale=cfg.guidance_scale, max_batch=cfg.max_batch)
 
 # %% ../nbs/03_search.ipynb #25e139af
 def make_generator(cfg:SearchConfig, subject, encoders:EncoderSet):

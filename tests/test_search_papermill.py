@@ -1,6 +1,6 @@
-"""nbs/03_search.ipynb through papermill: a small demo run into a temporary folder writes the output layout, and
-invalid parameters fail with clear errors before any work."""
-import json
+"""nbs/03_search.ipynb through papermill: a small demo run into the default results folder writes the output layout,
+the user's command works as typed in the repository root, and invalid parameters fail with clear errors before any work."""
+import json, os, subprocess, sys
 from pathlib import Path
 
 import papermill as pm
@@ -43,3 +43,17 @@ def test_invalid_parameters(tmp_path, params, message):
     with pytest.raises(pm.PapermillExecutionError) as e: run(tmp_path, out_dir=str(tmp_path / 'run'), **params)
     assert message in str(e.value)
     assert not (tmp_path / 'run').exists()          # failed before any work
+
+
+def test_the_users_command_from_the_repository_root(tmp_path):
+    """`papermill nbs/03_search.ipynb OUT -p subj 2` as typed in the repository root (no --cwd): the data set is chosen
+    and announced on the terminal, and the results are kept under runs/<dataset>/subj02 ($SECONDSIGHT_RUNS here)."""
+    root = NB.parents[1]
+    env = dict(os.environ, SECONDSIGHT_RUNS=str(tmp_path / 'runs'))
+    env.pop('SECONDSIGHT_DATA', None)
+    cmd = [str(Path(sys.executable).parent / 'papermill'), 'nbs/03_search.ipynb', str(tmp_path / 'out.ipynb'), '-p', 'subj', '2',
+           '-p', 'n_images', '1', '-p', 'n_iter', '1', '-p', 'n_samples', '4', '-p', 'n_branches', '2']
+    r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'data set: demo' in r.stderr and 'results kept in' in r.stderr          # said on the terminal itself
+    assert len(list((tmp_path / 'runs' / 'demo' / 'subj02' / 'images').glob('*/result.json'))) == 1
