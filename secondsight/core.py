@@ -17,7 +17,7 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 # %% auto #0
-__all__ = ['SUBJECTS', 'DATASETS', 'check_subject', 'subj_name', 'data_dir', 'cache_dir', 'runs_dir', 'weights_dir',
+__all__ = ['SUBJECTS', 'DATASETS', 'check_subject', 'subj_name', 'data_dir', 'cache_dir', 'runs_dir', 'weights_dir', 'shown',
            'default_device', 'announce', 'atomic_write', 'file_lock', 'cache_key', 'manifest_path', 'read_json',
            'is_current', 'cached', 'resize', 'as_images', 'to_uint8', 'save_image', 'load_image', 'derive_seed',
            'sample_seeds', 'seeded', 'standardize_rows', 'mean_query', 'pearson_matrix', 'brain_scores', 'pearson_rows',
@@ -50,20 +50,23 @@ def _project_root() -> Path | None:
             if ini.is_file() and re.search(r'^lib_name\s*=\s*secondsight\s*$', ini.read_text(), re.M): return d
     return None
 
+def _location(path, env:str, default) -> Path:
+    "`path` if given, else the environment variable `env` if set, else `default()`: the rule of every folder below"
+    if path is None: path = os.environ.get(env) or None
+    return Path(path).expanduser() if path is not None else default()
+
 def data_dir(path=None  # explicit location; wins over everything
             ) -> Path:
     "Root of NSD mirrors, the demo and caches: `path` > $SECONDSIGHT_DATA > <checkout>/data > ~/.cache/secondsight."
-    if path is not None: return Path(path).expanduser()
-    if os.environ.get('SECONDSIGHT_DATA'): return Path(os.environ['SECONDSIGHT_DATA']).expanduser()
     root = _project_root()
-    return root/'data' if root is not None else Path.home()/'.cache'/'secondsight'
+    return _location(path, 'SECONDSIGHT_DATA', lambda: root/'data' if root is not None else Path.home()/'.cache'/'secondsight')
 
 # %% ../nbs/00_core.ipynb #643b7260
 def cache_dir(dataset:str, # 'demo' or 'nsd'
               subj:int,    # NSD subject
               ) -> Path:
     "Per-subject cache folder `data_dir()/'cache'/dataset/'subj01'` (created)."
-    if dataset not in DATASETS: raise ValueError(f"dataset={dataset!r}: expected one of {DATASETS}.")
+    if dataset not in DATASETS: raise ValueError(f"dataset={dataset!r}: expected one of {tuple(DATASETS)}.")
     d = data_dir()/'cache'/dataset/subj_name(subj)
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -72,17 +75,17 @@ def cache_dir(dataset:str, # 'demo' or 'nsd'
 def runs_dir(path=None # explicit location; wins over everything
             ) -> Path:
     "Where runs are kept: `path` > $SECONDSIGHT_RUNS > <checkout>/runs > ./runs"
-    if path is not None: return Path(path).expanduser()
-    if os.environ.get('SECONDSIGHT_RUNS'): return Path(os.environ['SECONDSIGHT_RUNS']).expanduser()
-    root = _project_root()
-    return (root if root is not None else Path.cwd())/'runs'
+    return _location(path, 'SECONDSIGHT_RUNS', lambda: (_project_root() or Path.cwd())/'runs')
 
 def weights_dir(path=None # explicit location; wins over everything
                ) -> Path:
     "Where published weights live: `path` > $SECONDSIGHT_WEIGHTS > data_dir()/'weights'"
-    if path is not None: return Path(path).expanduser()
-    if os.environ.get('SECONDSIGHT_WEIGHTS'): return Path(os.environ['SECONDSIGHT_WEIGHTS']).expanduser()
-    return data_dir()/'weights'
+    return _location(path, 'SECONDSIGHT_WEIGHTS', lambda: data_dir()/'weights')
+
+def shown(path) -> str:
+    "`path` as messages and saved outputs show it: relative to the checkout when inside it (no machine paths)"
+    p, root = Path(path).resolve(), _project_root()
+    return str(p.relative_to(root)) if root is not None and p.is_relative_to(root) else str(path)
 
 def default_device() -> str:
     "'cuda' when torch can use a GPU, else 'cpu'"

@@ -14,7 +14,7 @@ from fastcore.basics import patch
 with warnings.catch_warnings():  # tqdm.auto warns when ipywidgets is missing, then falls back to text bars
     warnings.simplefilter('ignore'); from tqdm.auto import tqdm
 from .core import (SUBJECTS, DATASETS, check_subject, subj_name, data_dir, cache_dir, _size_hw,
-    _resize_uint8, cached, announce)
+    _resize_uint8, cached, announce, shown)
 
 # %% auto #0
 __all__ = ['NVOX', 'NSD_SESSIONS', 'DEFAULT_NSD_SESSIONS', 'ROIS', 'PRF_LABELS', 'NORMALIZATIONS', 'NSD_BUCKET', 'NSD_TERMS_URL',
@@ -322,8 +322,6 @@ class DataSet:
     caveat:str|None = None               # a line every metric table of this data set carries
     simulated:bool = False               # small and simulated, with a known brain (notebooks check the demo's numbers)
     def __repr__(self): return f"{type(self).__name__}({self.name!r})"
-    def __eq__(self, other): return type(other).__name__ == type(self).__name__ and other.name == self.name  # one per name
-    def __hash__(self): return hash(self.name)
     def default_root(self) -> Path: return data_dir()/self.name
     def prepare(self, root=None) -> Path: return Path(root) if root is not None else self.default_root()
     def check_subject(self, root, subj): check_subject(subj)
@@ -373,10 +371,9 @@ def choose_dataset(subj:int, # NSD subject
     try: check_subject(subj)
     except ValueError: return 'demo'     # the run's own checks name the bad subject
     root = Path(data_root) if data_root is not None else NSD.default_root()
-    shown = os.path.relpath(root, data_dir().parent) if root.is_relative_to(data_dir().parent) else root
     if NSD.has_subject(root, subj):
-        announce(f"data set: nsd ({subj_name(subj)}'s files are in {shown})"); return 'nsd'
-    announce(f"data set: demo (no NSD files of {subj_name(subj)} in {shown}; for NSD pass -p dataset nsd -p data_root DIR)")
+        announce(f"data set: nsd ({subj_name(subj)}'s files are in {shown(root)})"); return 'nsd'
+    announce(f"data set: demo (no NSD files of {subj_name(subj)} in {shown(root)}; for NSD pass -p dataset nsd -p data_root DIR)")
     return 'demo'
 
 # %% ../nbs/00_data.ipynb #3f81844f
@@ -423,17 +420,21 @@ class Subject:
 @patch(as_prop=True, nm='cache_dir')   # `Subject.cache_dir`; the module-level `cache_dir` stays core's function
 def _subject_cache_dir(self:Subject) -> Path:
     "This subject's cache folder: `cache_dir(dataset, subj)`, in a sub-folder per data root when not the default one."
-    d = cache_dir(self.dataset, self.subj)
-    if self.root.resolve() != self.data_set.default_root().resolve():
-        d = d/f"root-{hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]}"; d.mkdir(parents=True, exist_ok=True)
+    d = cache_dir(self.dataset, self.subj)/self._root_key
+    d.mkdir(parents=True, exist_ok=True)
     return d
+
+@patch(as_prop=True)
+def _root_key(self:Subject) -> str:
+    "'' for the data set's default root, else `root-<hash>`: caches of different mirrors never mix"
+    if self.root.resolve() == self.data_set.default_root().resolve(): return ''
+    return f"root-{hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]}"
 
 # %% ../nbs/00_data.ipynb #acbeed95
 @patch(as_prop=True)
 def brick_cache_dir(self:Subject) -> Path:
     "Cache shared by all subjects of this data root (what depends only on the stimuli): `<cache>/<dataset>/shared`"
-    d = self.cache_dir.parent if self.cache_dir.name.startswith('root-') else self.cache_dir
-    d = d.parent/'shared'/(self.cache_dir.name if self.cache_dir.name.startswith('root-') else '')
+    d = cache_dir(self.dataset, self.subj).parent/'shared'/self._root_key
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -550,7 +551,7 @@ def noise_ceiling(betas_nest, # (n_images, n_reps, nvox) repetitions; missing on
     "NSD's noise ceiling per voxel from repeated trials: `NC = ncsnr² / (ncsnr² + 1/n_avg)` (or its square root)"
     if scale not in ('r2', 'r'): raise ValueError(f"noise_ceiling: scale={scale!r}; expected 'r2' (NSD's NC) or 'r' (sqrt).")
     b = np.asarray(betas_nest, np.float64)
-    valid = np.abs(b).sum(-1) > 0; c = valid.sum(1); keep = c >= 2                 # (n, reps), (n,), (n,)
+    valid = (b != 0).any(-1); c = valid.sum(1); keep = c >= 2                 # (n, reps), (n,), (n,)
     if keep.sum() < 2: raise ValueError(f"noise_ceiling: needs >= 2 images with >= 2 repetitions, got {int(keep.sum())}")
     b, v, k = b[keep], valid[keep, :, None], c[keep]
     mean = (b * v).sum(1) / k[:, None]                                                # (n, nvox)

@@ -589,7 +589,7 @@ def caveats(convention:MetricConvention, weights:str, labels:dict, n:int, datase
     "The caveats that apply to a table of our numbers (shown above every table and figure)."
     out = []
     if weights == 'random': out.append(f"**{RANDOM_WEIGHTS_LABEL.upper()}**: the network metrics use randomly initialised networks.")
-    if get_dataset(dataset).caveat: out.append(get_dataset(dataset).caveat)
+    if (c := get_dataset(dataset).caveat): out.append(c)
     out.append(f"Convention `{convention.name}`: {convention.source or 'a custom MetricConvention'}; networks: "
                + '; '.join(labels.values()) + '.')
     if n < 2: out.append(f"N = {n} test image: two-way identification needs at least 2 (NaN here); evaluate a run's shards together.")
