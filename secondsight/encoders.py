@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_encoders.ipynb #3b51a0df
 from __future__ import annotations
-import hashlib, json, logging, math, os, tempfile, time, warnings
+import hashlib, json, logging, math, shutil, tempfile, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -14,14 +14,15 @@ from tqdm import tqdm
 from safetensors.torch import save_file, load_file
 from .data import ROIS, noise_ceiling
 from .core import (subj_name, cache_dir, atomic_write, file_lock, as_images, seeded, voxel_corr, cache_key,
-    manifest_path, read_json, is_current, weights_dir)
+    read_json, is_current, cached, weights_dir)
 
 # %% auto #0
 __all__ = ['OPENAI_MEAN', 'OPENAI_STD', 'MODEL_CLASSES', 'HF_REPO', 'clip_preprocess', 'register_arch', 'ImageEmbedder',
-           'make_embedder', 'subject_cache_dir', 'image_embeddings', 'CLIPEncoder', 'BetaAutoencoder', 'save_model',
-           'load_model', 'torch_load', 'released_model_path', 'load_released_clip_encoder', 'load_released_autoencoder',
-           'fit_regressor', 'train_clip_encoder', 'train_autoencoder', 'model_fingerprint', 'ClipBetaEncoder',
-           'EnsembleEncoder', 'PixelRidgeEncoder', 'validate', 'plot_validation', 'library_beta_primes']
+           'make_embedder', 'subject_cache_dir', 'image_embeddings', 'embedding_rows', 'CLIPEncoder', 'BetaAutoencoder',
+           'save_model', 'load_model', 'torch_load', 'released_model_path', 'load_released_clip_encoder',
+           'load_released_autoencoder', 'fit_regressor', 'train_clip_encoder', 'train_autoencoder', 'model_fingerprint',
+           'ClipBetaEncoder', 'EnsembleEncoder', 'PixelRidgeEncoder', 'validate', 'plot_validation',
+           'library_beta_primes']
 
 # %% ../nbs/01_encoders.ipynb #37c46656
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -140,50 +141,100 @@ def subject_cache_dir(subject) -> Path:
     return Path(d) if d is not None else cache_dir(subject.dataset, subject.subj)
 
 # %% ../nbs/01_encoders.ipynb #73e07a20
+def _part(parts:Path, start:int) -> Path: return parts / f'rows{start:09d}.npy'
+
+def _rows_key(key:dict, n_rows:int, n_cols:int, dtype) -> dict:
+    return cache_key(**key, shape=[int(n_rows), int(n_cols)], dtype=np.dtype(dtype).name)
+
+def _compute_chunks(parts, n_rows, n_cols, dtype, compute, chunk, shard, n_shards, progress, desc):
+    "Compute this shard's missing chunks, each written atomically as its own .npy"
+    mine = list(range(0, n_rows, chunk))[shard::n_shards]
+    todo = [s for s in mine if not _part(parts, s).exists()]
+    rows = lambda starts: sum(min(n_rows, s + chunk) - s for s in starts)
+    with tqdm(total=rows(mine), initial=rows(mine) - rows(todo), disable=not progress, desc=desc) as bar:
+        for s in todo:
+            stop = min(n_rows, s + chunk)
+            a = np.asarray(compute(s, stop), dtype=dtype)
+            if a.shape != (stop - s, n_cols):
+                raise ValueError(f"[{desc}] rows {s}:{stop} came out with shape {a.shape}, expected {(stop - s, n_cols)}.")
+            with atomic_write(_part(parts, s)) as tmp: np.save(tmp, a)
+            bar.update(stop - s)
+
+# %% ../nbs/01_encoders.ipynb #2ef48342
+def _assemble_rows(path, parts, key, n_rows, n_cols, dtype, chunk, desc):
+    "Assemble the chunk files into `path` once all are in (the rule of `cached`), then delete them; None while some are missing"
+    starts = range(0, n_rows, chunk)
+    if missing := sum(not _part(parts, s).exists() for s in starts):
+        if is_current(path, key): return np.load(path, mmap_mode='r')   # another shard assembled it meanwhile
+        print(f"[{desc}] {missing} of {len(starts)} chunks are still to come from other shards; the last to finish assembles {path.name}.")
+        return None
+    def build(tmp):
+        out = np.lib.format.open_memmap(tmp, mode='w+', dtype=dtype, shape=(n_rows, n_cols))
+        for s in starts: out[s:s + chunk] = np.load(_part(parts, s))
+        out.flush(); del out
+    cached(path, key, build, stale='was computed with other settings or an older model: recomputed')
+    shutil.rmtree(parts, ignore_errors=True)
+    return np.load(path, mmap_mode='r')
+
+# %% ../nbs/01_encoders.ipynb #19703e71
 def _cached_rows(path:Path, # final .npy file
                  n_rows:int, n_cols:int, # shape of the matrix
                  dtype, # numpy dtype stored on disk
                  compute, # compute(start, stop) -> array (stop-start, n_cols)
                  key:dict, # what the content depends on (`cache_key`); a cache with another key is recomputed
-                 chunk:int=1024, # rows per chunk (resume granularity)
-                 progress:bool=True, desc:str='rows'):
-    "A (n_rows, n_cols) matrix computed chunk by chunk into a resumable memmap (the cache rule of `cached`)"
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    man_p, part = manifest_path(path), path.with_suffix('.partial.npy')
-    key = cache_key(**key, shape=[int(n_rows), int(n_cols)], dtype=np.dtype(dtype).name)
-    with file_lock(path.with_suffix('.lock')):
-        if is_current(path, key): return np.load(path, mmap_mode='r')
-        man = read_json(man_p)
-        if path.exists(): warnings.warn(f"[{desc}] {path} was computed with other settings or an older model: recomputing.")
-        done = 0
-        if part.exists() and man is not None and man.get('key') == key and not man.get('complete'):
-            arr, done = np.load(part, mmap_mode='r+'), int(man.get('rows_done', 0))
-        else:
-            arr = np.lib.format.open_memmap(part, mode='w+', dtype=dtype, shape=(n_rows, n_cols))
-        with tqdm(total=n_rows, initial=done, disable=not progress, desc=desc) as bar:
-            for start in range(done, n_rows, chunk):
-                stop = min(n_rows, start + chunk)
-                arr[start:stop] = np.asarray(compute(start, stop), dtype=dtype)
-                arr.flush(); _write_json(man_p, dict(key=key, rows_done=stop, complete=False))
-                bar.update(stop - start)
-        del arr
-        os.replace(part, path)
-        _write_json(man_p, dict(key=key, rows_done=n_rows, complete=True))
-        return np.load(path, mmap_mode='r')
+                 chunk:int=1024, # rows per chunk (the unit of resuming and sharding)
+                 progress:bool=True, desc:str='rows',
+                 shard:int=0, n_shards:int=1, # this process computes chunks shard, shard + n_shards, ...
+                ) -> np.ndarray|None: # the memory-mapped matrix; None while other shards' chunks are missing
+    "A (n_rows, n_cols) matrix computed in chunk files (resumable, shardable), then assembled into one `.npy`"
+    if not 0 <= shard < n_shards: raise ValueError(f"[{desc}] shard={shard}, n_shards={n_shards}: expected 0 <= shard < n_shards.")
+    path, key = Path(path), _rows_key(key, n_rows, n_cols, dtype)
+    if is_current(path, key): return np.load(path, mmap_mode='r')
+    parts, pkey = path.with_suffix('.parts'), dict(key, chunk=int(chunk))
+    with file_lock(parts):   # chunks made for another key (or chunk size) are stale
+        if read_json(parts / 'key.json') != pkey: shutil.rmtree(parts, ignore_errors=True)
+        if not parts.exists(): _write_json(parts / 'key.json', pkey)
+    _compute_chunks(parts, n_rows, n_cols, dtype, compute, chunk, shard, n_shards, progress, desc)
+    return _assemble_rows(path, parts, key, n_rows, n_cols, dtype, chunk, desc)
 
 # %% ../nbs/01_encoders.ipynb #5b0b3fde
+def _embeddings_cache(subject, embedder) -> tuple:
+    "(path, key) of a brick's embeddings: one copy per data root (`Subject.brick_cache_dir`)"
+    folder = getattr(subject, 'brick_cache_dir', None) or subject_cache_dir(subject)
+    meta = dict(embedder=embedder.name, n_images=int(subject.n_images), image_size=int(subject.image_size))
+    return folder / 'embeddings' / f'{embedder.name}.npy', meta
+
 def image_embeddings(subject, # a `secondsight.data.Subject`
                      embedder:ImageEmbedder, # the embedder (its `name` keys the cache)
                      chunk:int=512, # images per cached chunk
                      progress:bool=True, # show a progress bar
-                    ) -> np.ndarray: # float32 (n_images, dim), row = nsd_id, memory-mapped
+                     shard:int=0, n_shards:int=1, # compute only chunks shard, shard + n_shards, ... (`_cached_rows`)
+                    ) -> np.ndarray|None: # float32 (n_images, dim), row = nsd_id, memory-mapped (None: shards missing)
     "Embeddings of every image of the subject's brick, cached once for all subjects of its data root (`embeddings/`)"
-    folder = getattr(subject, 'brick_cache_dir', None) or subject_cache_dir(subject)
-    path = folder / 'embeddings' / f'{embedder.name}.npy'
+    path, meta = _embeddings_cache(subject, embedder)
     compute = lambda a, b: embedder.embed(subject.images(np.arange(a, b))).numpy()
-    meta = dict(embedder=embedder.name, n_images=int(subject.n_images), image_size=int(subject.image_size))
-    return _cached_rows(path, subject.n_images, embedder.dim, np.float32, compute, meta, chunk=chunk,
-                        progress=progress, desc=f'embeddings {subj_name(subject.subj)}')
+    return _cached_rows(path, subject.n_images, embedder.dim, np.float32, compute, meta, chunk=chunk, progress=progress,
+                        desc=f'embeddings {subj_name(subject.subj)}', shard=shard, n_shards=n_shards)
+
+# %% ../nbs/01_encoders.ipynb #d33a9cf3
+def _stored_rows(path:Path, key:dict, a:int, b:int) -> np.ndarray|None:
+    "Rows a:b of a `_cached_rows` matrix with this full key, from its file or its chunks; None when not all there"
+    if is_current(path, key): return np.load(path, mmap_mode='r')[a:b]
+    parts = Path(path).with_suffix('.parts')
+    pkey = read_json(parts / 'key.json') or {}
+    if {k: v for k, v in pkey.items() if k != 'chunk'} != key: return None
+    starts = range(a - a % pkey['chunk'], b, pkey['chunk'])
+    if not all(_part(parts, s).exists() for s in starts): return None
+    return np.concatenate([np.load(_part(parts, s)) for s in starts])[a - starts[0]:b - starts[0]]
+
+def embedding_rows(subject, embedder:ImageEmbedder):
+    "rows(a, b) -> float32 (b - a, dim): embeddings of brick images a..b-1 from the cache when there, else computed"
+    path, meta = _embeddings_cache(subject, embedder)
+    key = _rows_key(meta, subject.n_images, embedder.dim, np.float32)
+    def rows(a, b):
+        r = _stored_rows(path, key, a, b)
+        return np.asarray(r) if r is not None else embedder.embed(subject.images(np.arange(a, b))).numpy()
+    return rows
 
 # %% ../nbs/01_encoders.ipynb #ae2a980f
 class CLIPEncoder(nn.Module):
@@ -637,13 +688,16 @@ def library_beta_primes(subject, # a `secondsight.data.Subject`
                         chunk:int=2048, # rows per cached chunk
                         dtype=np.float16, # storage dtype
                         progress:bool=True,
-                       ) -> np.ndarray: # (n_images, nvox) memmap, row = nsd_id
+                        shard:int=0, n_shards:int=1, # compute only chunks shard, shard + n_shards, ... (`_cached_rows`)
+                        embeddings=None, # rows(a, b) -> embeddings (`embedding_rows`), for encoders with `predict_embeddings`
+                       ) -> np.ndarray|None: # (n_images, nvox) memmap, row = nsd_id (None: shards missing)
     "Predicted betas of every brick image, cached under the subject's cache folder, `beta_primes/{name}.npy`"
     if encoder.nvox != subject.nvox:
         raise ValueError(f"library_beta_primes({name!r}): the encoder predicts {encoder.nvox} voxels, {subj_name(subject.subj)} has {subject.nvox}.")
     path = subject_cache_dir(subject) / 'beta_primes' / f'{name}.npy'
     meta = dict(name=name, fingerprint=str(getattr(encoder, 'fingerprint', None)), n_images=int(subject.n_images))
     def compute(a, b):
+        if embeddings is not None: return encoder.predict_embeddings(embeddings(a, b)).numpy()
         return encoder.predict(subject.images(np.arange(a, b)), batch_size=batch_size).numpy()
     return _cached_rows(path, subject.n_images, subject.nvox, dtype, compute, meta, chunk=chunk, progress=progress,
-                        desc=f'beta primes {name} {subj_name(subject.subj)}')
+                        desc=f'beta primes {name} {subj_name(subject.subj)}', shard=shard, n_shards=n_shards)

@@ -13,18 +13,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
-from .data import NVOX
+from .data import NVOX, load_subject, choose_dataset
 from .encoders import (MODEL_CLASSES, subject_cache_dir, save_model, load_model, torch_load,
     model_fingerprint, ImageEmbedder, make_embedder, image_embeddings, ClipBetaEncoder, EnsembleEncoder,
-    train_clip_encoder, train_autoencoder, load_released_clip_encoder, load_released_autoencoder, library_beta_primes)
+    train_clip_encoder, train_autoencoder, load_released_clip_encoder, load_released_autoencoder, library_beta_primes, embedding_rows)
 from .core import (subj_name, atomic_write, file_lock, resize, as_images, seeded, voxel_corr, cache_key,
-    is_current, cached, weights_dir)
+    is_current, cached, weights_dir, default_device)
 
 # %% auto #0
 __all__ = ['HF_WEIGHTS_REPO', 'log_act', 'PreFilter', 'TrunkBlock', 'EncStage', 'GNetFeatures', 'gnet_fmap_sizes',
            'LayerwiseFWRF', 'GNet8j', 'GNetEncoder', 'save_gnet_multisubject', 'load_gnet_multisubject', 'gnet_loss',
            'train_gnet', 'EncoderSet', 'TrainingRecipe', 'published_encoders', 'published_weight_files',
-           'download_weights', 'weights_cli', 'trained_encoders', 'get_encoders']
+           'download_weights', 'weights_cli', 'trained_encoders', 'get_encoders', 'prepare_subject', 'prepare_cli']
 
 # %% ../nbs/02_gnet.ipynb #c8500abc
 def log_act(x): # any tensor
@@ -513,3 +513,40 @@ def get_encoders(subject, # a `secondsight.data.Subject`
     ds = subject.data_set
     if ds.training is None: return published_encoders(subject, device, models_dir, embedder)
     return trained_encoders(subject, ds.training, device, models_dir, progress, train, embedder)
+
+# %% ../nbs/02_gnet.ipynb #472ab1dc
+def prepare_subject(subject, # a `secondsight.data.Subject`
+                    encoders:EncoderSet, # its encoders (`get_encoders`)
+                    shard:int=0, n_shards:int=1, # compute only chunks shard, shard + n_shards, ...
+                    chunk:int=2048, # images per chunk (the unit of resuming and sharding)
+                    progress:bool=True,
+                   ) -> dict|None: # embeddings, gnet, clip: (n_images, ...) memmaps, row = nsd_id; None until all shards are in
+    "What the search reads for every brick image: stimulus embeddings (per data root), GNet and CLIP-encoder predictions"
+    kw = dict(chunk=chunk, progress=progress, shard=shard, n_shards=n_shards)
+    out = dict(embeddings=image_embeddings(subject, encoders.embedder, **kw),
+               gnet=library_beta_primes(subject, encoders.gnet, 'gnet', **kw),
+               clip=library_beta_primes(subject, encoders.clip, 'clip', embeddings=embedding_rows(subject, encoders.embedder), **kw))
+    return None if any(v is None for v in out.values()) else out
+
+# %% ../nbs/02_gnet.ipynb #4a338cf8
+def prepare_cli(argv=None):
+    "Console script `secondsight-prepare`: a subject's library predictions and stimulus embeddings (or one shard of them)"
+    p = argparse.ArgumentParser(prog='secondsight-prepare', description="Compute what the search reads for every brick image, "
+                                "once per subject (GPU advised); split it over processes with --shard/--n-shards.")
+    p.add_argument('--subj', type=int, required=True, help="NSD subject, 1-8")
+    p.add_argument('--dataset', default=None, help="nsd or demo (default: NSD when a mirror holds the subject's files)")
+    p.add_argument('--data-root', default=None, help="the NSD mirror (default: data/nsd or $SECONDSIGHT_DATA/nsd)")
+    p.add_argument('--models-dir', default=None, help="the published weights (default: $SECONDSIGHT_WEIGHTS or data/weights)")
+    p.add_argument('--device', default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument('--shard', type=int, default=0, help="this process's shard, 0 .. n-shards - 1 (e.g. $SLURM_ARRAY_TASK_ID)")
+    p.add_argument('--n-shards', type=int, default=1)
+    p.add_argument('--chunk', type=int, default=2048, help="images per chunk (the unit of resuming and sharding)")
+    a = p.parse_args(argv)
+    try:
+        s = load_subject(a.subj, choose_dataset(a.subj, a.dataset, a.data_root), a.data_root)
+        out = prepare_subject(s, get_encoders(s, a.device or default_device(), a.models_dir), a.shard, a.n_shards, a.chunk)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        print(f"secondsight-prepare: error: {e}", file=sys.stderr); return 1
+    if out is None: print(f"shard {a.shard} of {a.n_shards}: done; the last shard to finish assembles the matrices."); return 0
+    for k, v in out.items(): print(f"{k:>10}  {str(v.shape):>16} {str(v.dtype):>8} {v.nbytes / 1e9:6.2f} GB")
+    return 0

@@ -28,8 +28,7 @@ __all__ = ['DTYPES', 'SCHEDULERS', 'UNCLIP_ID', 'RUN_INDEPENDENT', 'strength_sch
 
 # %% ../nbs/03_search.ipynb #24833b71
 from .data import DATASETS, get_dataset, load_subject
-from .encoders import image_embeddings, library_beta_primes
-from .gnet import EncoderSet, get_encoders
+from .gnet import EncoderSet, get_encoders, prepare_subject
 
 # %% ../nbs/03_search.ipynb #b4db220b
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
@@ -727,11 +726,11 @@ def run_subject(cfg:SearchConfig,     # the run (out_dir required)
     run = RunFolder(out)
     todo = [i for i in ids if not run.is_finished(i)]
     if todo:
-        # 2. Models and the library's beta primes and embeddings (cached per subject)
+        # 2. Models, the library's beta primes and the stimulus embeddings (cached)
         encoders = encoders if encoders is not None else get_encoders(subject, device=cfg.device, models_dir=cfg.models_dir)
         generator = generator if generator is not None else make_generator(cfg, subject, encoders)
-        primes = {k: library_beta_primes(subject, encoders.predictor(k), k, progress=progress) for k in ('gnet', 'clip')}
-        embeds = image_embeddings(subject, encoders.embedder, progress=progress)
+        prepared = prepare_subject(subject, encoders, progress=progress)     # computed once: `secondsight-prepare`
+        primes, embeds = {k: prepared[k] for k in ('gnet', 'clip')}, prepared['embeddings']
         # 3. Measured betas of the images to do, denoised for ranking and scoring
         nested, _ = subject.test_betas(mode='nest')
         rows = [list(map(int, subject.test_nsd_ids)).index(i) for i in todo]

@@ -46,23 +46,23 @@ def test_library_resumes_after_kill(subject, tmp_path):
             "library_beta_primes(s, enc, 'clip', chunk=256, progress=False)")  # = make_encoder
     env = dict(os.environ, SECONDSIGHT_DATA=str(tmp_path), OMP_NUM_THREADS='1')
     proc = subprocess.Popen([sys.executable, '-c', code], env=env, cwd=ROOT)
-    man, t0 = path.with_suffix('.json'), time.time()
+    parts, t0 = path.with_suffix('.parts'), time.time()
+    chunks = lambda: sorted(parts.glob('rows*.npy')) if parts.exists() else []
     try:
         while time.time() - t0 < 120:
-            m = json.loads(man.read_text()) if man.exists() else {}
-            if m.get('rows_done', 0) >= 512: break
+            if len(chunks()) >= 2: break
             if proc.poll() is not None: pytest.fail(f'the worker ended early (rc {proc.returncode})')
             time.sleep(0.05)
         else: pytest.fail('no progress within 120 s')
     finally:
         proc.send_signal(signal.SIGKILL); proc.wait()
-    done = json.loads(man.read_text())['rows_done']
-    assert not path.exists() and path.with_suffix('.partial.npy').exists() and done < subject.n_images
+    done = 256 * len(chunks())                                  # chunks are written in order, each atomically
+    assert not path.exists() and 0 < done < subject.n_images
     enc = CountingEncoder(make_encoder(subject.nvox))
     primes = library_beta_primes(subject, enc, 'clip', chunk=256, progress=False)
     assert enc.n == subject.n_images - done                 # resumed: only the missing rows were computed
     assert primes.shape == (subject.n_images, subject.nvox) and primes.dtype == np.float16
-    assert json.loads(man.read_text())['complete'] and not path.with_suffix('.partial.npy').exists()
+    assert json.loads(path.with_suffix('.json').read_text())['complete'] and not parts.exists()
     rows = np.array([0, done - 1, done, subject.n_images - 1])   # both sides of the kill
     np.testing.assert_allclose(primes[rows].astype(np.float32), enc.enc.predict(subject.images(rows)).numpy(), atol=0.02, rtol=0.01)
     # a finished cache is reused; another model's weights trigger a recomputation with a warning
@@ -70,7 +70,7 @@ def test_library_resumes_after_kill(subject, tmp_path):
     library_beta_primes(subject, enc, 'clip', chunk=256, progress=False); assert enc.n == 0
     torch.manual_seed(6)
     other = CountingEncoder(ClipBetaEncoder(demo_embedder(), CLIPEncoder(subject.nvox, 128, 32)))
-    with pytest.warns(UserWarning, match='recomputing'):
+    with pytest.warns(UserWarning, match='recomputed'):
         library_beta_primes(subject, other, 'clip', chunk=4096, progress=False)
     assert other.n == subject.n_images
 
@@ -95,3 +95,49 @@ def test_embeddings_cached_once(subject):
     assert p.stat().st_mtime_ns == mtime and not (subject_cache_dir(other) / 'embeddings').exists()
     np.testing.assert_array_equal(e1[[3, 4000]], e2[[3, 4000]])
     np.testing.assert_allclose(e1[[3, 4000]], emb.embed(subject.images([3, 4000])).numpy(), atol=1e-5)
+
+
+SHARD = ("import sys; from secondsight.data import load_subject; from secondsight.demo import demo_embedder; "
+         "from secondsight.encoders import image_embeddings; "
+         f"s = load_subject(1, data_root={str(DEMO_ROOT)!r}, progress=False); "
+         "r = image_embeddings(s, demo_embedder(), chunk=512, progress=False, shard=int(sys.argv[1]), n_shards=3); "
+         "print('assembled' if r is not None else 'waiting')")
+
+
+def test_embeddings_in_concurrent_shards(subject, tmp_path):
+    "Three processes share the work with no coordination but the files; exactly one assembles; the result = one process's"
+    env = dict(os.environ, SECONDSIGHT_DATA=str(tmp_path), OMP_NUM_THREADS='1')
+    procs = [subprocess.Popen([sys.executable, '-c', SHARD, str(k)], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+             for k in range(3)]
+    outs = [p.communicate(timeout=300)[0].strip().splitlines()[-1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    emb = demo_embedder()
+    path = subject.brick_cache_dir / 'embeddings' / f'{emb.name}.npy'
+    assert path.exists() and not path.with_suffix('.parts').exists()
+    assert 'assembled' in outs                                   # the last shard to finish assembled it
+    got = image_embeddings(subject, emb, progress=False)         # now current: read, not recomputed
+    rows = np.array([0, 511, 512, 1024, subject.n_images - 1])   # rows from each shard's chunks
+    np.testing.assert_allclose(got[rows], emb.embed(subject.images(rows)).numpy(), atol=1e-5)
+
+
+class CountingEmbedder:
+    "The demo embedder, counting the images it embeds (same name and size, so it shares the cache)"
+    def __init__(self, emb): self.emb, self.name, self.dim, self.n = emb, emb.name, emb.dim, 0
+    def embed(self, images): self.n += len(images); return self.emb.embed(images)
+
+
+def test_clip_primes_from_cached_embedding_chunks(subject):
+    "The CLIP encoder's library predictions read the embeddings a shard just wrote (chunks, not yet assembled)"
+    from secondsight.encoders import embedding_rows
+    emb = CountingEmbedder(demo_embedder())
+    assert image_embeddings(subject, emb, chunk=1024, progress=False, shard=0, n_shards=2) is None   # chunks 0, 2, ... only
+    rows, emb.n = embedding_rows(subject, emb), 0
+    np.testing.assert_allclose(rows(2048, 2053), emb.emb.embed(subject.images(np.arange(2048, 2053))).numpy(), atol=1e-5)
+    assert emb.n == 0                                            # read from shard 0's chunk
+    rows(1024, 1029); assert emb.n == 5                          # shard 1's chunk is not there: embedded
+    enc = make_encoder(subject.nvox)
+    assert library_beta_primes(subject, enc, 'clip', chunk=1024, progress=False, shard=0, n_shards=2, embeddings=rows) is None
+    done = sorted(subject_cache_dir(subject).glob('beta_primes/clip.parts/rows*.npy'))
+    assert [int(p.stem[4:]) for p in done] == list(range(0, subject.n_images, 2048))
+    np.testing.assert_allclose(np.load(done[1])[:2].astype(np.float32), enc.predict(subject.images(np.arange(2048, 2050))).numpy(),
+                               atol=0.02, rtol=0.01)                  # = predicting from the images
