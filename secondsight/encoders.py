@@ -17,12 +17,14 @@ from .core import (subj_name, cache_dir, atomic_write, file_lock, as_images, see
     read_json, is_current, cached, weights_dir)
 
 # %% auto #0
-__all__ = ['OPENAI_MEAN', 'OPENAI_STD', 'MODEL_CLASSES', 'HF_REPO', 'clip_preprocess', 'register_arch', 'ImageEmbedder',
-           'make_embedder', 'subject_cache_dir', 'image_embeddings', 'embedding_rows', 'CLIPEncoder', 'BetaAutoencoder',
-           'save_model', 'load_model', 'torch_load', 'released_model_path', 'load_released_clip_encoder',
-           'load_released_autoencoder', 'fit_regressor', 'train_clip_encoder', 'train_autoencoder', 'model_fingerprint',
-           'ClipBetaEncoder', 'EnsembleEncoder', 'PixelRidgeEncoder', 'validate', 'plot_validation',
-           'library_beta_primes']
+__all__ = ['OPENAI_MEAN', 'OPENAI_STD', 'MODEL_CLASSES', 'HF_REPO', 'DECODERS', 'clip_preprocess', 'register_arch',
+           'ImageEmbedder', 'make_embedder', 'subject_cache_dir', 'image_embeddings', 'embedding_rows', 'CLIPEncoder',
+           'BetaAutoencoder', 'save_model', 'load_model', 'torch_load', 'released_model_path',
+           'load_released_clip_encoder', 'load_released_autoencoder', 'fit_regressor', 'train_clip_encoder',
+           'train_autoencoder', 'model_fingerprint', 'ClipBetaEncoder', 'EnsembleEncoder', 'ridge_fit',
+           'PixelRidgeEncoder', 'validate', 'plot_validation', 'library_beta_primes', 'LinearDecoder',
+           'fit_ridge_decoder', 'MindEyeDecoder', 'soft_clip_loss', 'mixco', 'bimixco_loss', 'fit_mindeye',
+           'train_decoder']
 
 # %% ../nbs/01_encoders.ipynb #37c46656
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -584,6 +586,27 @@ class EnsembleEncoder:
             out = out + e.predict(images, batch_size=batch_size, progress=progress, mask=mask) * _select(w[None], mask)
         return out
 
+# %% ../nbs/01_encoders.ipynb #fc1be61f
+def ridge_fit(X, Y, # training inputs (n, p) and targets (n, k)
+              Xv, Yv, # validation pair: chooses each target column's penalty by its correlation
+              alphas, # penalties tried, relative to n
+              device='cpu', # where the SVD runs (float64)
+             ) -> tuple: # (coef (p, k), x_mean, x_sd, y_mean, val_r (k,)), float64/float32 on the CPU
+    "Ridge regression on standardized inputs for a path of penalties from one SVD; the best penalty per target column"
+    X, Xv = (torch.as_tensor(np.asarray(a), dtype=torch.float64, device=device) for a in (X, Xv))
+    Y, Yv = (torch.as_tensor(np.asarray(a, np.float32), device=device) for a in (Y, Yv))
+    mu, sd, ymu = X.mean(0), X.std(0) + 1e-6, Y.mean(0)
+    U, S, Vt = torch.linalg.svd((X - mu) / sd, full_matrices=False)
+    UtY, Xv = (U.T.float() @ (Y - ymu)).double(), (Xv - mu) / sd
+    best_r = torch.full((Y.shape[1],), -np.inf, dtype=torch.float64, device=device)
+    coefs = torch.zeros(X.shape[1], Y.shape[1], dtype=torch.float64, device=device)
+    for a in np.asarray(alphas, np.float64):
+        B = Vt.T @ ((S / (S ** 2 + a * len(X)))[:, None] * UtY)  # (p, k)
+        r = torch.from_numpy(voxel_corr((Xv @ B).float().cpu() + ymu.cpu(), Yv.cpu())).double().to(device)
+        better = r > best_r
+        best_r[better], coefs[:, better] = r[better], B[:, better]
+    return coefs.cpu(), mu.cpu(), sd.cpu(), ymu.cpu(), best_r.cpu().numpy()
+
 # %% ../nbs/01_encoders.ipynb #c69d1523
 class PixelRidgeEncoder:
     "Baseline encoder: per-voxel ridge regression on downsampled pixels, closed form, penalty chosen on validation"
@@ -604,20 +627,8 @@ class PixelRidgeEncoder:
                      Xv, Yv, # validation features and betas (choose the penalty per voxel)
                     ):
         "Fit in closed form from features; returns self"
-        X, Xv = torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(Xv, dtype=torch.float64)
-        Y, Yv = torch.as_tensor(np.asarray(Y, np.float32)), torch.as_tensor(np.asarray(Yv, np.float32))
-        self.mu_, self.sd_ = X.mean(0), X.std(0) + 1e-6
-        self.ymu_ = Y.mean(0)
-        U, S, Vt = torch.linalg.svd((X - self.mu_) / self.sd_, full_matrices=False)
-        UtY = (U.T.float() @ (Y - self.ymu_)).double()                 # (p, nvox)
-        Xv = (Xv - self.mu_) / self.sd_
-        best_r, coefs = torch.full((Y.shape[1],), -np.inf, dtype=torch.float64), torch.zeros(X.shape[1], Y.shape[1], dtype=torch.float64)
-        for a in self.alphas:
-            B = Vt.T @ ((S / (S ** 2 + a * len(X)))[:, None] * UtY)  # (p, nvox)
-            r = torch.from_numpy(voxel_corr((Xv @ B).float() + self.ymu_, Yv)).double()
-            better = r > best_r
-            best_r[better], coefs[:, better] = r[better], B[:, better]
-        self.coef_, self.val_r_, self.nvox = coefs, best_r.numpy(), Y.shape[1]
+        self.coef_, self.mu_, self.sd_, self.ymu_, self.val_r_ = ridge_fit(X, Y, Xv, Yv, self.alphas)
+        self.nvox = self.coef_.shape[1]
         return self
 
     def fit(self, images, betas, val_images, val_betas):
@@ -701,3 +712,127 @@ def library_beta_primes(subject, # a `secondsight.data.Subject`
         return encoder.predict(subject.images(np.arange(a, b)), batch_size=batch_size).numpy()
     return _cached_rows(path, subject.n_images, subject.nvox, dtype, compute, meta, chunk=chunk, progress=progress,
                         desc=f'beta primes {name} {subj_name(subject.subj)}', shard=shard, n_shards=n_shards)
+
+# %% ../nbs/01_encoders.ipynb #b097c4b1
+class LinearDecoder(nn.Module):
+    "Betas (B, nvox) -> embeddings (B, d): one linear map (the ridge decoder)"
+    def __init__(self, nvox:int, d_out:int):
+        super().__init__()
+        self.config = dict(nvox=int(nvox), d_out=int(d_out))
+        self.linear = nn.Linear(nvox, d_out)
+    def forward(self, x): return self.linear(x)          # the embedding that conditions the generator
+    def project(self, x): return self.forward(x)         # the space retrieval compares in
+
+def fit_ridge_decoder(x, y, xv, yv, # training betas (n, nvox) / embeddings (n, d), and the validation pair
+                      alphas=None, # penalties relative to n (None: 10^-1 ... 10^6 in half decades)
+                      device='cpu') -> tuple: # (LinearDecoder, history)
+    "Ridge decoder, penalty per embedding dimension chosen on validation, folded into one linear layer"
+    t0 = time.time()
+    alphas = 10.0 ** np.arange(-1, 6.5, 0.5) if alphas is None else alphas
+    coef, mu, sd, ymu, vr = ridge_fit(x, y, xv, yv, alphas, device)
+    m = LinearDecoder(coef.shape[0], coef.shape[1])
+    with torch.no_grad():
+        m.linear.weight.copy_((coef / sd[:, None]).T.float()); m.linear.bias.copy_(ymu - ((mu / sd) @ coef).float())
+    return m.eval(), dict(val_r=vr.tolist(), seconds=time.time() - t0)
+
+MODEL_CLASSES['LinearDecoder'] = LinearDecoder
+
+# %% ../nbs/01_encoders.ipynb #2fcd9c97
+class MindEyeDecoder(nn.Module):
+    "Betas (B, nvox) -> embeddings (B, d): MindEye's residual MLP backbone, plus a projector for the contrastive loss"
+    def __init__(self, nvox:int, d_out:int, hidden:int=4096, n_blocks:int=4, dropout:float=0.15):
+        super().__init__()
+        self.config = dict(nvox=int(nvox), d_out=int(d_out), hidden=int(hidden), n_blocks=int(n_blocks), dropout=float(dropout))
+        block = lambda p: [nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(p)]
+        self.lin0 = nn.Sequential(nn.Linear(nvox, hidden), *block(0.5))
+        self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(hidden, hidden), *block(dropout)) for _ in range(n_blocks)])
+        self.lin1 = nn.Linear(hidden, d_out)
+        self.projector = nn.Sequential(nn.LayerNorm(d_out), nn.GELU(), nn.Linear(d_out, d_out))
+
+    def forward(self, x):                                  # the embedding that conditions the generator (MSE-trained)
+        h = self.lin0(x)
+        for b in self.blocks: h = h + b(h)
+        return self.lin1(h)
+    def project(self, x): return self.projector(self.forward(x))   # the space retrieval compares in (contrastive)
+
+MODEL_CLASSES['MindEyeDecoder'] = MindEyeDecoder
+
+# %% ../nbs/01_encoders.ipynb #4328119c
+def soft_clip_loss(preds, targs, temp:float=0.006):
+    "MindEye's SoftCLIP: cross-entropy against the targets' own similarity distribution, both directions"
+    p, t = F.normalize(preds, dim=-1), F.normalize(targs, dim=-1)
+    logits, soft = p @ t.T / temp, (t @ t.T / temp).softmax(-1)
+    return -((soft * logits.log_softmax(-1)).sum(-1).mean() + (soft * logits.T.log_softmax(-1)).sum(-1).mean()) / 2
+
+def mixco(x, rng:np.random.Generator, beta:float=0.15, p_mix:float=0.5) -> tuple:
+    "MixCo: mix a random subset of the samples with a random partner; returns (mixed x, partner index, weight lambda)"
+    n = len(x)
+    perm = torch.from_numpy(rng.permutation(n)).to(x.device)
+    lam = torch.from_numpy(np.where(rng.random(n) < p_mix, rng.beta(beta, beta, n), 1.0)).float().to(x.device)
+    return lam[:, None] * x + (1 - lam[:, None]) * x[perm], perm, lam
+
+def bimixco_loss(preds, targs, perm, lam, temp:float=0.006):
+    "Bidirectional contrastive loss with MixCo's soft labels: lambda on the sample's own target, 1 - lambda on its partner's"
+    p, t = F.normalize(preds, dim=-1), F.normalize(targs, dim=-1)
+    logits, labels = p @ t.T / temp, torch.diag(lam)
+    labels[torch.arange(len(lam)), perm] += 1 - lam
+    return -((labels * logits.log_softmax(-1)).sum(-1).mean() + (labels.T * logits.T.log_softmax(-1)).sum(-1).mean()) / 2
+
+# %% ../nbs/01_encoders.ipynb #a85eed17
+def _mindeye_loss(model, xb, yb, mixing:bool, rng, temp, mse_weight, scale):
+    "One batch's loss: BiMixCo on voxel-mixed betas (mixing phase) or SoftCLIP, plus the relative MSE of the output"
+    if mixing:
+        xb, perm, lam = mixco(xb, rng)
+        emb = model(xb); loss = bimixco_loss(model.projector(emb), yb, perm, lam, temp)
+        yb = lam[:, None] * yb + (1 - lam[:, None]) * yb[perm]          # the mixed input's embedding target
+    else: emb = model(xb); loss = soft_clip_loss(model.projector(emb), yb, temp)
+    return loss + mse_weight * F.mse_loss(emb, yb) / scale
+
+@torch.no_grad()
+def _mindeye_val(model, xv, yv, temp, mse_weight, scale, device) -> float:
+    model.eval(); emb = model(xv.to(device)); yv = yv.to(device)
+    return float(soft_clip_loss(model.projector(emb), yv, temp) + mse_weight * F.mse_loss(emb, yv) / scale)
+
+# %% ../nbs/01_encoders.ipynb #6d62c82c
+def fit_mindeye(model:MindEyeDecoder, x, y, xv, yv, # training betas/embeddings, then the validation pair
+                epochs:int=240, lr:float=3e-4, batch_size:int=300, weight_decay:float=1e-2,
+                mixup_pct:float=1/3, temp:float=0.006, mse_weight:float=1.0, patience:int=20,
+                seed:int=0, device='cpu', progress:bool=True, desc:str='MindEye decoder') -> dict:
+    "Train a MindEye-style decoder (BiMixCo, then SoftCLIP, plus MSE); leaves the best-validation weights in `model`"
+    x, y, xv, yv = (torch.as_tensor(np.asarray(a, np.float32)) for a in (x, y, xv, yv))
+    scale, rng, mix_epochs = float(y.pow(2).mean()), np.random.default_rng(seed), int(mixup_pct * epochs)
+    model.to(device); opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    hist, best, best_state, bad, t0 = dict(train_loss=[], val_loss=[], best_epoch=-1), math.inf, None, 0, time.time()
+    dev = torch.device(device)
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == 'cuda' else []):   # dropout: seeded, caller's RNG untouched
+        torch.manual_seed(seed)
+        for epoch in (bar := tqdm(range(epochs), disable=not progress, desc=desc, leave=False)):
+            model.train(); total = 0.0
+            for idx in torch.from_numpy(rng.permutation(len(x))).split(batch_size):
+                loss = _mindeye_loss(model, x[idx].to(device), y[idx].to(device), epoch < mix_epochs, rng, temp, mse_weight, scale)
+                opt.zero_grad(); loss.backward(); opt.step(); total += loss.item() * len(idx)
+            hist['train_loss'].append(total / len(x)); hist['val_loss'].append(v := _mindeye_val(model, xv, yv, temp, mse_weight, scale, device))
+            bar.set_postfix(train=f"{hist['train_loss'][-1]:.3f}", val=f"{v:.3f}")
+            if v < best: best, bad, hist['best_epoch'], best_state = v, 0, epoch, {k: t.detach().clone() for k, t in model.state_dict().items()}
+            elif epoch >= mix_epochs and (bad := bad + 1) >= patience: break
+    model.load_state_dict(best_state); model.eval()
+    return dict(hist, epochs=len(hist['val_loss']), seconds=time.time() - t0)
+
+# %% ../nbs/01_encoders.ipynb #f6d4d5d2
+DECODERS = ('ridge', 'mindeye')
+
+def train_decoder(subject, # a `secondsight.data.Subject`
+                  embeddings, # (n_images, d) image embeddings, row = nsd_id (`image_embeddings`): the targets
+                  kind:str='mindeye', # one of `DECODERS`
+                  seed:int=0, device='cpu', progress:bool=True,
+                  **settings, # `fit_ridge_decoder` (alphas) or `MindEyeDecoder` + `fit_mindeye` settings
+                 ) -> tuple: # (decoder in eval mode, history)
+    "A brain -> image-embedding decoder trained on the subject's single training trials, tuned on its validation trials"
+    if kind not in DECODERS: raise ValueError(f"train_decoder: kind={kind!r}: expected one of {DECODERS}.")
+    yt, xt = _trial_data(subject, embeddings, subject.train_trials)
+    yv, xv = _trial_data(subject, embeddings, subject.val_trials)
+    if kind == 'ridge': return fit_ridge_decoder(xt, yt, xv, yv, device=device, **settings)
+    arch = {k: settings.pop(k) for k in ('hidden', 'n_blocks', 'dropout') if k in settings}
+    model = seeded(lambda: MindEyeDecoder(subject.nvox, yt.shape[1], **arch), seed)
+    return model, fit_mindeye(model, xt, yt, xv, yv, seed=seed, device=device, progress=progress,
+                              desc=f'MindEye decoder {subj_name(subject.subj)}', **settings)
