@@ -318,6 +318,7 @@ class DataSet:
     root_required:bool = True            # a run must be pointed at the files (False: the data set builds them)
     embedder:dict = {}                   # `ImageEmbedder` arguments (`cuda_dtype`: its dtype on a GPU)
     training = None                      # a `TrainingRecipe` (encoders trained here); None: published weights
+    decoders:dict = {}                   # `train_decoder` settings by kind, sized for the data set ({}: NSD-sized defaults)
     generator:str = 'unclip'             # the default generator of a run
     caveat:str|None = None               # a line every metric table of this data set carries
     simulated:bool = False               # small and simulated, with a known brain (notebooks check the demo's numbers)

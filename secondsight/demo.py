@@ -16,8 +16,9 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['DEMO_VERSION', 'DEMO_SIZES', 'DEMO_ARCH', 'DEMO_ARCH_CONFIG', 'DEMO_EMBEDDER', 'DEMO_CLIP', 'DEMO_AE', 'DEMO_GNET',
-           'DEMO_TRAINING', 'DEMO', 'make_demo_stimuli', 'contrast_energy', 'DemoBrain', 'make_demo_nsd', 'ensure_demo',
-           'demo_brain', 'true_response', 'TrueBrain', 'demo_embedder', 'DemoGenerator', 'demo_generator', 'DemoData']
+           'DEMO_TRAINING', 'DEMO_DECODERS', 'DEMO', 'make_demo_stimuli', 'contrast_energy', 'DemoBrain',
+           'make_demo_nsd', 'ensure_demo', 'demo_brain', 'true_response', 'TrueBrain', 'demo_embedder', 'DemoGenerator',
+           'demo_generator', 'DemoData']
 
 # %% ../nbs/05_demo.ipynb #0bf71dd8
 import h5py
@@ -381,6 +382,7 @@ DEMO_AE = dict(dims=(512, 256, 128), lr=1e-3, batch_size=64, max_epochs=60, pati
 DEMO_GNET = dict(input_size=64, trunk_width=8, pass_through=24, lr=1e-3, batch_size=32, epochs=12, prefilter='random',
                  average_reps=True)
 DEMO_TRAINING = TrainingRecipe(clip=DEMO_CLIP, gnet=DEMO_GNET, autoencoder=DEMO_AE)
+DEMO_DECODERS = dict(ridge={}, mindeye=dict(hidden=256, n_blocks=2, epochs=60, batch_size=128, patience=10))  # seconds on 2 cores
 
 # %% ../nbs/05_demo.ipynb #b23f8131
 def _alphas_cumprod(n:int=1000, beta_start:float=0.00085, beta_end:float=0.012)->torch.Tensor:
@@ -489,7 +491,7 @@ def demo_generator(cfg, # the run's `SearchConfig` (unused: the demo model has n
 class DemoData(DataSet):
     "The simulated NSD: files built on first use, a known brain, encoders trained on it, a PCA image model"
     name, subjects, root_required, generator, simulated = 'demo', SUBJECTS, False, 'demo', True
-    embedder, training = DEMO_EMBEDDER, DEMO_TRAINING
+    embedder, training, decoders = DEMO_EMBEDDER, DEMO_TRAINING, DEMO_DECODERS
     caveat = "Demo data set: simulated brain, 64-px images; nothing here is comparable with NSD numbers."
     def default_root(self) -> Path: return data_dir()/'demo_nsd'
     def prepare(self, root=None) -> Path: return ensure_demo(root)

@@ -16,7 +16,8 @@ from tqdm import tqdm
 from .data import NVOX, load_subject, choose_dataset
 from .encoders import (MODEL_CLASSES, subject_cache_dir, save_model, load_model, torch_load,
     model_fingerprint, ImageEmbedder, make_embedder, image_embeddings, ClipBetaEncoder, EnsembleEncoder,
-    train_clip_encoder, train_autoencoder, load_released_clip_encoder, load_released_autoencoder, library_beta_primes, embedding_rows)
+    train_clip_encoder, train_autoencoder, load_released_clip_encoder, load_released_autoencoder, library_beta_primes, embedding_rows,
+    DECODERS, train_decoder)
 from .core import (subj_name, atomic_write, file_lock, resize, as_images, seeded, voxel_corr, cache_key,
     is_current, cached, weights_dir, default_device)
 
@@ -24,7 +25,8 @@ from .core import (subj_name, atomic_write, file_lock, resize, as_images, seeded
 __all__ = ['HF_WEIGHTS_REPO', 'log_act', 'PreFilter', 'TrunkBlock', 'EncStage', 'GNetFeatures', 'gnet_fmap_sizes',
            'LayerwiseFWRF', 'GNet8j', 'GNetEncoder', 'save_gnet_multisubject', 'load_gnet_multisubject', 'gnet_loss',
            'train_gnet', 'EncoderSet', 'TrainingRecipe', 'published_encoders', 'published_weight_files',
-           'download_weights', 'weights_cli', 'trained_encoders', 'get_encoders', 'prepare_subject', 'prepare_cli']
+           'download_weights', 'weights_cli', 'trained_encoders', 'get_encoders', 'get_decoder', 'prepare_subject',
+           'prepare_cli']
 
 # %% ../nbs/02_gnet.ipynb #c8500abc
 def log_act(x): # any tensor
@@ -480,15 +482,19 @@ def _trained_model(folder, key:dict, fit, device, train:bool, subject):
     cached(folder, key, build, stale='was trained with other settings or upstream models: retraining')
     return load_model(Path(folder)/'model.safetensors', device)
 
+# %% ../nbs/02_gnet.ipynb #aae6c708
+def _data_key(subject) -> dict:
+    "What a model trained on a subject's trials depends on, besides its settings"
+    return dict(normalization=subject.normalization, sessions=[int(x) for x in subject.sessions], n_trials=int(subject.n_trials),
+                nvox=int(subject.nvox))
+
 # %% ../nbs/02_gnet.ipynb #bc713731
 def trained_encoders(subject, recipe:TrainingRecipe, device='cpu', models_dir=None, progress=False, train=True,
                      embedder=None) -> EncoderSet:
     "A subject's encoders trained with `recipe` and cached in `models_dir` (default: the subject's cache)"
     d = Path(models_dir) if models_dir is not None else subject_cache_dir(subject) / 'models'
     if embedder is None: embedder = make_embedder(subject.data_set.embedder, device)
-    data = dict(normalization=subject.normalization, sessions=[int(x) for x in subject.sessions], n_trials=int(subject.n_trials),
-                nvox=int(subject.nvox))
-    key = lambda settings, after=(): dict(settings=settings, data=data, upstream=[model_fingerprint(m) for m in after])
+    key = lambda settings, after=(): dict(settings=settings, data=_data_key(subject), upstream=[model_fingerprint(m) for m in after])
     get = lambda name, k, fit: _trained_model(d / name, k, fit, device, train, subject)
     with file_lock(d / 'train.lock'):
         E = image_embeddings(subject, embedder, progress=progress)
@@ -513,6 +519,25 @@ def get_encoders(subject, # a `secondsight.data.Subject`
     ds = subject.data_set
     if ds.training is None: return published_encoders(subject, device, models_dir, embedder)
     return trained_encoders(subject, ds.training, device, models_dir, progress, train, embedder)
+
+# %% ../nbs/02_gnet.ipynb #85f02802
+def get_decoder(subject, # a `secondsight.data.Subject`
+                kind:str='mindeye', # one of `DECODERS` ('ridge', 'mindeye')
+                device='cpu', # torch device
+                embedder:ImageEmbedder|None=None, # an already loaded embedder to reuse (None: the data set's)
+                progress:bool=False, # progress bars while training
+                train:bool=True, # train a missing decoder (False: raise, naming the command)
+               ) -> nn.Module: # `LinearDecoder` or `MindEyeDecoder`, in eval mode on `device`
+    "A subject's brain -> image-embedding decoder, trained once on its training trials and cached (`models/decoder-<kind>`)"
+    if kind not in DECODERS: raise ValueError(f"get_decoder: kind={kind!r}: expected one of {DECODERS}.")
+    d = subject_cache_dir(subject) / 'models'
+    if embedder is None: embedder = make_embedder(subject.data_set.embedder, device)
+    settings = dict(subject.data_set.decoders.get(kind, {}))
+    key = dict(settings=dict(settings, kind=kind, embedder=embedder.name), data=_data_key(subject))
+    with file_lock(d / 'train.lock'):
+        E = image_embeddings(subject, embedder, progress=progress)
+        fit = lambda: train_decoder(subject, E, kind, device=device, progress=progress, **settings)
+        return _trained_model(d / f'decoder-{kind}', key, fit, device, train, subject)
 
 # %% ../nbs/02_gnet.ipynb #472ab1dc
 def prepare_subject(subject, # a `secondsight.data.Subject`
