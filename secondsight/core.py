@@ -18,10 +18,10 @@ from skimage.metrics import structural_similarity
 
 # %% auto #0
 __all__ = ['SUBJECTS', 'DATASETS', 'check_subject', 'subj_name', 'data_dir', 'cache_dir', 'runs_dir', 'weights_dir', 'shown',
-           'default_device', 'announce', 'atomic_write', 'file_lock', 'cache_key', 'manifest_path', 'read_json',
-           'is_current', 'cached', 'resize', 'as_images', 'to_uint8', 'save_image', 'load_image', 'derive_seed',
-           'sample_seeds', 'seeded', 'standardize_rows', 'mean_query', 'pearson_matrix', 'brain_scores', 'pearson_rows',
-           'voxel_corr', 'to_gray', 'ssim_rows']
+           'default_device', 'announce', 'cli_error', 'atomic_write', 'file_lock', 'cache_key', 'manifest_path',
+           'read_json', 'is_current', 'cached', 'resize', 'as_images', 'to_uint8', 'save_image', 'load_image',
+           'derive_seed', 'sample_seeds', 'seeded', 'standardize_rows', 'mean_query', 'pearson_matrix', 'brain_scores',
+           'pearson_rows', 'voxel_corr', 'to_gray', 'ssim_rows']
 
 # %% ../nbs/00_core.ipynb #646c311f
 SUBJECTS = (1, 2, 5, 7)  # the subjects of Second Sight / MindEye / Brain-Diffuser
@@ -95,6 +95,14 @@ def announce(msg:str):
     "Print `msg`; inside a notebook kernel also to the terminal running it (papermill shows no cell output)"
     print(msg)
     if sys.stdout is not sys.__stdout__ and sys.__stderr__ is not None: print(msg, file=sys.__stderr__, flush=True)
+
+# %% ../nbs/00_core.ipynb #c907ac7a
+def cli_error(prog:str, # the console script's name
+              err # the exception (its message is the line the user reads)
+             ) -> int: # the exit status, 2 (as argparse's usage errors)
+    "Report `err` as one line on stderr, `prog: error: message`, and return the exit status"
+    print(f"{prog}: error: {err}", file=sys.stderr)
+    return 2
 
 # %% ../nbs/00_core.ipynb #98d88268
 @contextlib.contextmanager

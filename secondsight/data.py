@@ -14,7 +14,7 @@ from fastcore.basics import patch
 with warnings.catch_warnings():  # tqdm.auto warns when ipywidgets is missing, then falls back to text bars
     warnings.simplefilter('ignore'); from tqdm.auto import tqdm
 from .core import (SUBJECTS, DATASETS, check_subject, subj_name, data_dir, cache_dir, _size_hw,
-    _resize_uint8, cached, announce, shown)
+    _resize_uint8, cached, announce, shown, cli_error)
 
 # %% auto #0
 __all__ = ['NVOX', 'NSD_SESSIONS', 'DEFAULT_NSD_SESSIONS', 'ROIS', 'PRF_LABELS', 'NORMALIZATIONS', 'NSD_BUCKET', 'NSD_TERMS_URL',
@@ -197,7 +197,7 @@ def read_betas(path,       # betas_sessionNN.nii.gz (or .nii)
     take = np.ravel_multi_index(np.nonzero(mask), mask.shape, order='F')  # C-order voxel list -> file positions
     vb = nvb*dtype.itemsize
     out, buf = np.empty((T, take.size), dtype), np.empty(min(batch, T)*vb, np.uint8)
-    t, fill, skip, total = 0, 0, offset, offset + T*vb
+    t, fill, skip = 0, 0, offset
     try:
         for chunk in _decompressed(path):
             mv = memoryview(chunk)
@@ -671,7 +671,7 @@ def download_nsd(subjects=SUBJECTS,   # subjects, e.g. (1, 2, 5, 7) or '1,2'
                  progress=True       # tqdm bar over bytes
                 ) -> list:
     "Fetch the NSD files the pipeline needs (accept the NSD Terms first); returns one dict per file."
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
     root = Path(root) if root is not None else data_dir()/'nsd'
     subjects = [check_subject(s) for s in parse_ranges(subjects)]
     client, rows = _s3_client(endpoint_url), []
@@ -680,6 +680,9 @@ def download_nsd(subjects=SUBJECTS,   # subjects, e.g. (1, 2, 5, 7) or '1,2'
         except ClientError as e:
             raise RuntimeError(f"s3://{bucket}/{key}: {e.response.get('Error', {}).get('Code', e)} (is the endpoint "
                                f"{client.meta.endpoint_url} the NSD bucket? did you accept the NSD terms at {NSD_TERMS_URL}?)") from e
+        except BotoCoreError as e:
+            raise ConnectionError(f"cannot reach s3://{bucket} at {client.meta.endpoint_url} ({type(e).__name__}). Run this where "
+                                  "there is internet, or pass --endpoint-url (or $SECONDSIGHT_S3_ENDPOINT) for a mirror.") from None
         dest = root/key; have = dest.stat().st_size if dest.is_file() else None
         rows.append(dict(key=key, path=dest, size=h['ContentLength'], etag=h.get('ETag'),
                          status='complete' if have == h['ContentLength'] else ('would download' if dry_run else 'pending')))
@@ -718,8 +721,8 @@ def download_cli(argv=None):
     print(f"NSD data: by downloading you confirm you accepted the NSD Terms and Conditions ({NSD_TERMS_URL}).", file=sys.stderr)
     try:
         rows = download_nsd(a.subjects, a.sessions, a.root, a.dry_run, not a.no_stimuli, a.endpoint_url, retries=a.retries)
-    except (RuntimeError, ValueError) as e:
-        print(f"secondsight-download: error: {e}", file=sys.stderr); return 1
+    except (RuntimeError, ValueError, ConnectionError) as e:
+        return cli_error('secondsight-download', e)
     for r in rows: print(f"{r['status']:>15}  {_fmt_bytes(r['size']):>10}  {r['key']}")
     todo = [r for r in rows if r['status'] != 'complete']
     print(f"{len(rows)} files, {_fmt_bytes(sum(r['size'] for r in rows))} in all; "

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_gnet.ipynb #c307d52c
 from __future__ import annotations
-import argparse, os, sys, time
+import argparse, os, time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +19,7 @@ from .encoders import (MODEL_CLASSES, subject_cache_dir, save_model, load_model,
     train_clip_encoder, train_autoencoder, load_released_clip_encoder, load_released_autoencoder, library_beta_primes, embedding_rows,
     DECODERS, train_decoder)
 from .core import (subj_name, atomic_write, file_lock, resize, as_images, seeded, voxel_corr, cache_key,
-    is_current, cached, weights_dir, default_device)
+    is_current, cached, weights_dir, default_device, cli_error)
 
 # %% auto #0
 __all__ = ['HF_WEIGHTS_REPO', 'log_act', 'PreFilter', 'TrunkBlock', 'EncStage', 'GNetFeatures', 'gnet_fmap_sizes',
@@ -463,7 +463,7 @@ def weights_cli(argv=None):
     a = p.parse_args(argv)
     try: rows = download_weights([int(s) for s in a.subjects.split(',')], a.dest, a.dry_run)
     except (ConnectionError, FileNotFoundError, OSError, ValueError) as e:
-        print(f"secondsight-weights: error: {e}", file=sys.stderr); return 1
+        return cli_error('secondsight-weights', e)
     for r in rows: print(f"{'present' if r['present'] else ('missing' if a.dry_run else 'fetched'):>8}  {r['bytes'] / 1e9:6.2f} GB  {r['file']}")
     print(f"{len(rows)} files, {sum(r['bytes'] for r in rows) / 1e9:.2f} GB, in {Path(a.dest) if a.dest else weights_dir()}")
     return 0
@@ -571,7 +571,7 @@ def prepare_cli(argv=None):
         s = load_subject(a.subj, choose_dataset(a.subj, a.dataset, a.data_root), a.data_root)
         out = prepare_subject(s, get_encoders(s, a.device or default_device(), a.models_dir), a.shard, a.n_shards, a.chunk)
     except (FileNotFoundError, ValueError, OSError) as e:
-        print(f"secondsight-prepare: error: {e}", file=sys.stderr); return 1
+        return cli_error('secondsight-prepare', e)
     if out is None: print(f"shard {a.shard} of {a.n_shards}: done; the last shard to finish assembles the matrices."); return 0
     for k, v in out.items(): print(f"{k:>10}  {str(v.shape):>16} {str(v.dtype):>8} {v.nbytes / 1e9:6.2f} GB")
     return 0

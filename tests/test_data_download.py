@@ -100,3 +100,15 @@ def test_missing_object_names_key(s3, tmp_path):
     url, _ = s3
     with pytest.raises(RuntimeError, match=r"betas_session40.nii.gz.*(404|NoSuchKey|Not Found)"):
         download_nsd([1], "40", tmp_path, endpoint_url=url, progress=False)
+
+
+def test_unreachable_endpoint_is_one_line(tmp_path):
+    "No S3 reachable (nothing listens on the port): one line naming the endpoint and what to do, exit status 2, nothing written."
+    url = f"http://127.0.0.1:{_free_port()}"
+    cmd = [sys.executable, "-c", "import sys; from secondsight.data import download_cli; sys.exit(download_cli())",
+           "--subjects", "1", "--sessions", "1", "--root", str(tmp_path / "nsd"), "--dry-run", "--endpoint-url", url, "--retries", "0"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, AWS_MAX_ATTEMPTS="1"))
+    errors = [l for l in r.stderr.splitlines() if "error" in l.lower()]
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(errors) == 1 and f"cannot reach s3://{NSD_BUCKET} at {url}" in errors[0] and "--endpoint-url" in errors[0]
+    assert not (tmp_path / "nsd").exists()

@@ -47,7 +47,7 @@ def test_cli_lists_and_reports_a_missing_file(hub, tmp_path, capsys):
     out = capsys.readouterr().out
     assert 'missing' in out and 'sub01_dual_autoencoder.pt' in out and '3 files' in out
     (remote / 'sub01_clip_encoder.pt').unlink()
-    assert weights_cli(['--subjects', '1', '--dest', str(tmp_path / 'w')]) == 1
+    assert weights_cli(["--subjects", "1", "--dest", str(tmp_path / "w")]) == 2
     assert 'has no file sub01_clip_encoder.pt' in capsys.readouterr().err
 
 
@@ -55,5 +55,5 @@ def test_without_network_one_line(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE='1')
     r = subprocess.run([sys.executable, '-c', 'import sys; from secondsight.gnet import weights_cli; sys.exit(weights_cli())'],
                        env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 1 and r.stderr.strip().count('\n') == 0, r.stderr
+    assert r.returncode == 2 and r.stderr.strip().count('\n') == 0, r.stderr
     assert 'cannot reach the Hugging Face Hub' in r.stderr and 'copy' in r.stderr
