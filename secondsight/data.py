@@ -583,13 +583,14 @@ def _subject_noise_ceiling(self:Subject, n_avg=1, # trials averaged: 1 = single-
 def load_subject(subj:int,          # NSD subject 1-8 (demo: 1, 2, 5, 7)
                  dataset='demo',    # 'demo' (built on first use) or 'nsd'
                  data_root=None,    # root of the NSD layout (default data_dir()/'demo_nsd' or data_dir()/'nsd')
-                 sessions=None,     # 1-based sessions (default: NSD 1-37, demo all)
+                 sessions=None,     # 1-based sessions, e.g. [1, 2] or '1-37' (default: NSD 1-37, demo all)
                  normalization='zscore', # 'zscore' (SS) or 'session' (GNet)
                  cache=True,        # use / build the preprocessed cache
                  progress=True,     # tqdm bars
                  **kw):
     "The `Subject` of a data set; for the demo, builds it first if needed."
     check_subject(subj)
+    if isinstance(sessions, str): sessions = parse_ranges(sessions)
     data_root = get_dataset(dataset).prepare(data_root)   # the demo builds itself; NSD must be on disk
     return Subject(subj, dataset, data_root, sessions, normalization, cache, progress, **kw)
 

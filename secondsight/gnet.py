@@ -561,6 +561,7 @@ def prepare_cli(argv=None):
     p.add_argument('--subj', type=int, required=True, help="NSD subject, 1-8")
     p.add_argument('--dataset', default=None, help="nsd or demo (default: NSD when a mirror holds the subject's files)")
     p.add_argument('--data-root', default=None, help="the NSD mirror (default: data/nsd or $SECONDSIGHT_DATA/nsd)")
+    p.add_argument('--sessions', default=None, help="e.g. 1-37 (default: the data set's; NSD: 1-37, as Second Sight)")
     p.add_argument('--models-dir', default=None, help="the published weights (default: $SECONDSIGHT_WEIGHTS or data/weights)")
     p.add_argument('--device', default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument('--shard', type=int, default=0, help="this process's shard, 0 .. n-shards - 1 (e.g. $SLURM_ARRAY_TASK_ID)")
@@ -568,7 +569,7 @@ def prepare_cli(argv=None):
     p.add_argument('--chunk', type=int, default=2048, help="images per chunk (the unit of resuming and sharding)")
     a = p.parse_args(argv)
     try:
-        s = load_subject(a.subj, choose_dataset(a.subj, a.dataset, a.data_root), a.data_root)
+        s = load_subject(a.subj, choose_dataset(a.subj, a.dataset, a.data_root), a.data_root, a.sessions)
         out = prepare_subject(s, get_encoders(s, a.device or default_device(), a.models_dir), a.shard, a.n_shards, a.chunk)
     except (FileNotFoundError, ValueError, OSError) as e:
         return cli_error('secondsight-prepare', e)
