@@ -20,8 +20,8 @@ from .core import (SUBJECTS, DATASETS, check_subject, subj_name, data_dir, cache
 __all__ = ['NVOX', 'NSD_SESSIONS', 'DEFAULT_NSD_SESSIONS', 'ROIS', 'PRF_LABELS', 'NORMALIZATIONS', 'NSD_BUCKET', 'NSD_TERMS_URL',
            'NSD_ROIS', 'CACHE_VERSION', 'NSD', 'nsd_key', 'nsd_path', 'CorruptFileError', 'read_expdesign',
            'read_stim_info', 'read_volume', 'read_rois', 'roi_masks', 'nifti_header', 'read_betas', 'preprocess_betas',
-           'DataSet', 'NSDData', 'get_dataset', 'choose_dataset', 'Subject', 'noise_ceiling', 'load_subject',
-           'parse_ranges', 'nsd_files', 'download_nsd', 'download_cli']
+           'DataSet', 'NSDData', 'get_dataset', 'choose_dataset', 'Subject', 'noise_ceiling', 'parse_ranges',
+           'load_subject', 'nsd_files', 'download_nsd', 'download_cli']
 
 # %% ../nbs/00_data.ipynb #aa3c26a0
 import h5py
@@ -579,6 +579,19 @@ def _subject_noise_ceiling(self:Subject, n_avg=1, # trials averaged: 1 = single-
         out[v:v + step] = noise_ceiling(nest, n_avg=n_avg, scale=scale)
     return out
 
+# %% ../nbs/00_data.ipynb #d0af7d4b
+def parse_ranges(spec) -> list:
+    "'1-3,5' -> [1, 2, 3, 5] (also accepts ints and iterables of ints)."
+    if isinstance(spec, (int, np.integer)): return [int(spec)]
+    if not isinstance(spec, str): return sorted({int(x) for x in spec})
+    out = set()
+    for part in filter(None, (p.strip() for p in spec.split(','))):
+        m = re.fullmatch(r'(\d+)(?:-(\d+))?', part)
+        if not m or (m.group(2) and int(m.group(2)) < int(m.group(1))):
+            raise ValueError(f"{spec!r}: expected comma-separated numbers or ranges like '1-37,40', got {part!r}.")
+        out.update(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
+    return sorted(out)
+
 # %% ../nbs/00_data.ipynb #093dee05
 def load_subject(subj:int,          # NSD subject 1-8 (demo: 1, 2, 5, 7)
                  dataset='demo',    # 'demo' (built on first use) or 'nsd'
@@ -593,19 +606,6 @@ def load_subject(subj:int,          # NSD subject 1-8 (demo: 1, 2, 5, 7)
     if isinstance(sessions, str): sessions = parse_ranges(sessions)
     data_root = get_dataset(dataset).prepare(data_root)   # the demo builds itself; NSD must be on disk
     return Subject(subj, dataset, data_root, sessions, normalization, cache, progress, **kw)
-
-# %% ../nbs/00_data.ipynb #d0af7d4b
-def parse_ranges(spec) -> list:
-    "'1-3,5' -> [1, 2, 3, 5] (also accepts ints and iterables of ints)."
-    if isinstance(spec, (int, np.integer)): return [int(spec)]
-    if not isinstance(spec, str): return sorted({int(x) for x in spec})
-    out = set()
-    for part in filter(None, (p.strip() for p in spec.split(','))):
-        m = re.fullmatch(r'(\d+)(?:-(\d+))?', part)
-        if not m or (m.group(2) and int(m.group(2)) < int(m.group(1))):
-            raise ValueError(f"{spec!r}: expected comma-separated numbers or ranges like '1-37,40', got {part!r}.")
-        out.update(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
-    return sorted(out)
 
 # %% ../nbs/00_data.ipynb #a868d2be
 def nsd_files(subjects=SUBJECTS, # subjects to fetch
