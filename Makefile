@@ -59,7 +59,9 @@ test-nb: install
 test-py: install
 	$(BIN)/python -m pytest tests -x -q
 
-# Offline docs site: nbdev_proc_nbs + nbconvert (use `nbdev_docs` where Quarto is installed).
+# Offline docs site in _site/ (nbdev's proc_nbs, then tools/docs_site.py: titles, sidebar, search, local API links, MathML)
+# and README.md from nbs/index.ipynb; fails on a broken local link or anchor, or a page showing front matter, #| options,
+# prompts, raw math or progress bars. Where Quarto is installed, `nbdev_docs` builds the published site (deploy.yaml).
 docs: install
 	$(BIN)/python tools/build_docs.py
 

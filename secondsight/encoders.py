@@ -18,11 +18,11 @@ from .core import (subj_name, cache_dir, atomic_write, file_lock, as_images, see
 
 # %% auto #0
 __all__ = ['OPENAI_MEAN', 'OPENAI_STD', 'MODEL_CLASSES', 'HF_REPO', 'DECODERS', 'clip_preprocess', 'register_arch',
-           'ImageEmbedder', 'make_embedder', 'subject_cache_dir', 'image_embeddings', 'embedding_rows', 'CLIPEncoder',
-           'BetaAutoencoder', 'save_model', 'load_model', 'torch_load', 'released_model_path',
-           'load_released_clip_encoder', 'load_released_autoencoder', 'fit_regressor', 'train_clip_encoder',
-           'train_autoencoder', 'model_fingerprint', 'ClipBetaEncoder', 'EnsembleEncoder', 'ridge_fit',
-           'PixelRidgeEncoder', 'validate', 'plot_validation', 'library_beta_primes', 'LinearDecoder',
+           'open_clip_file', 'ImageEmbedder', 'make_embedder', 'subject_cache_dir', 'image_embeddings',
+           'embedding_rows', 'CLIPEncoder', 'BetaAutoencoder', 'save_model', 'load_model', 'torch_load',
+           'released_model_path', 'load_released_clip_encoder', 'load_released_autoencoder', 'fit_regressor',
+           'train_clip_encoder', 'train_autoencoder', 'model_fingerprint', 'ClipBetaEncoder', 'EnsembleEncoder',
+           'ridge_fit', 'PixelRidgeEncoder', 'validate', 'plot_validation', 'library_beta_primes', 'LinearDecoder',
            'fit_ridge_decoder', 'MindEyeDecoder', 'soft_clip_loss', 'mixco', 'bimixco_loss', 'fit_mindeye',
            'train_decoder']
 
@@ -61,6 +61,14 @@ def register_arch(name:str, # the architecture's name in open_clip
     (d / f'{name}.json').write_text(json.dumps(config))
     open_clip.add_model_config(d / f'{name}.json')
 
+# %% ../nbs/01_encoders.ipynb #b103c40c
+def open_clip_file(arch:str, # open_clip architecture, e.g. 'ViT-H-14'
+                   tag:str, # its pretrained tag, e.g. 'laion2b_s32b_b79k'
+                   folder=None, # the weights folder (None: `weights_dir()`)
+                  ) -> Path:
+    "Where an offline copy of an open_clip checkpoint lives: `open_clip_<arch>_<tag>.bin` in the weights folder"
+    return weights_dir(folder) / f'open_clip_{arch}_{tag}.bin'
+
 # %% ../nbs/01_encoders.ipynb #5937b92d
 class ImageEmbedder:
     "Embed images with an open_clip image tower (un-normalized embeddings, like unCLIP's `image_embeds`)"
@@ -89,7 +97,7 @@ class ImageEmbedder:
             logging.disable(logging.WARNING)  # open_clip warns "initialized randomly" when pretrained=None
             build = 'meta' if self.device.type == 'meta' else 'cpu'  # 'meta': shapes only, nothing allocated
             try:
-                local = weights_dir()/f'open_clip_{arch}_{pretrained}.bin' if pretrained else None   # a copy for offline nodes
+                local = open_clip_file(arch, pretrained) if pretrained else None   # a copy for offline nodes
                 source = str(local) if local is not None and local.is_file() else pretrained
                 try:
                     with torch.device(build): model = open_clip.create_model(arch, pretrained=source, device=build, cache_dir=cache_dir)
@@ -676,7 +684,7 @@ def plot_validation(result:dict, # output of `validate`
                    ):
     "Histogram of r over nsdgeneral voxels and mean r per ROI against the noise ceiling"
     import matplotlib.pyplot as plt
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.6), dpi=80)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.6), dpi=100)
     bins = np.linspace(-0.4, 1, 57)
     for name, v in result['r'].items(): a1.hist(v, bins=bins, histtype='step', lw=1.5, label=f"{name} (mean {v.mean():.3f})")
     a1.hist(result['ceiling'], bins=bins, color='0.85', label=f"noise ceiling (mean {result['ceiling'].mean():.3f})")

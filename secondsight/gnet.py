@@ -455,17 +455,22 @@ def download_weights(subjects=(1, 2, 5, 7), # NSD subjects
 
 # %% ../nbs/02_gnet.ipynb #8936863b
 def weights_cli(argv=None):
-    "Console script `secondsight-weights`: fetch the published GNet, CLIP encoders and autoencoders"
+    "Console script `secondsight-weights`: fetch the published GNet, CLIP encoders and autoencoders (and the metric networks)"
     p = argparse.ArgumentParser(prog='secondsight-weights', description=f"Fetch the published weights from {HF_WEIGHTS_REPO}.")
     p.add_argument('--subjects', default='1,2,5,7', help="e.g. 1,2,5,7 (default)")
     p.add_argument('--dest', default=None, help="weights folder (default: $SECONDSIGHT_WEIGHTS or data/weights)")
     p.add_argument('--dry-run', action='store_true', help="list files and sizes, fetch nothing")
+    p.add_argument('--metrics', action='store_true', help="also the metric networks' weights (04_metrics; about 2.3 GB)")
     a = p.parse_args(argv)
-    try: rows = download_weights([int(s) for s in a.subjects.split(',')], a.dest, a.dry_run)
+    try:
+        rows = download_weights([int(s) for s in a.subjects.split(',')], a.dest, a.dry_run)
+        if a.metrics:
+            from secondsight.metrics import fetch_metric_weights   # metrics imports this module: import at use
+            rows += fetch_metric_weights(a.dest, a.dry_run)
     except (ConnectionError, FileNotFoundError, OSError, ValueError) as e:
         return cli_error('secondsight-weights', e)
-    for r in rows: print(f"{'present' if r['present'] else ('missing' if a.dry_run else 'fetched'):>8}  {r['bytes'] / 1e9:6.2f} GB  {r['file']}")
-    print(f"{len(rows)} files, {sum(r['bytes'] for r in rows) / 1e9:.2f} GB, in {Path(a.dest) if a.dest else weights_dir()}")
+    for r in rows: print(f"{'present' if r['present'] else ('missing' if a.dry_run else 'fetched'):>8}  {(r['bytes'] or 0) / 1e9:6.2f} GB  {r['file']}")
+    print(f"{len(rows)} files, {sum(r['bytes'] or 0 for r in rows) / 1e9:.2f} GB, in {Path(a.dest) if a.dest else weights_dir()}")
     return 0
 
 # %% ../nbs/02_gnet.ipynb #0d3cb0de

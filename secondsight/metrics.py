@@ -19,21 +19,21 @@ from PIL import Image
 from tqdm import tqdm
 
 from .data import ROIS, get_dataset
-from .encoders import OPENAI_MEAN, OPENAI_STD
+from .encoders import OPENAI_MEAN, OPENAI_STD, open_clip_file
 from .gnet import EncoderSet, get_encoders
 from .search import RunFolder
-from secondsight.core import (subj_name, atomic_write, as_images, load_image, _rows64, pearson_rows, to_gray,
-    ssim_rows)
+from .core import (subj_name, atomic_write, as_images, load_image, _rows64, pearson_rows, to_gray,
+    ssim_rows, weights_dir, shown)
 
 # %% auto #0
 __all__ = ['METRICS', 'LOW_LEVEL', 'TWO_WAY', 'DISTANCE', 'LOWER_IS_BETTER', 'RANDOM_WEIGHTS_LABEL', 'NETS', 'CONVENTIONS',
            'IMAGENET_NORM', 'CLIP_NORM', 'NET_METRICS', 'METRIC_NET', 'SWAV_URL', 'CLIP_ARCH', 'SEEN', 'PUBLISHED',
            'PUBLISHED_BRAIN', 'metric_label', 'MetricConvention', 'get_convention', 'scale_nets', 'resize_images',
            'pixcorr', 'ssim_gray', 'ssim', 'corr_matrix', 'two_way_identification', 'two_way', 'corr_distance',
-           'MetricWeightsError', 'MetricNet', 'load_metric_net', 'image_metrics', 'brain_correlation', 'brain_metrics',
-           'Run', 'read_run', 'stage_table', 'to_markdown', 'caveats', 'published_comparison',
-           'published_brain_comparison', 'plot_stage_metrics', 'plot_brain_rois', 'plot_grid', 'Evaluation',
-           'table_markdown', 'mean_over_subjects', 'evaluate_subject', 'evaluate_run']
+           'MetricWeightsError', 'MetricNet', 'load_metric_net', 'metric_weight_files', 'fetch_metric_weights',
+           'image_metrics', 'brain_correlation', 'brain_metrics', 'Run', 'read_run', 'stage_table', 'to_markdown',
+           'caveats', 'published_comparison', 'published_brain_comparison', 'plot_stage_metrics', 'plot_brain_rois',
+           'plot_grid', 'Evaluation', 'table_markdown', 'mean_over_subjects', 'evaluate_subject', 'evaluate_run']
 
 # %% ../nbs/04_metrics.ipynb #69782e9f
 METRICS = ('PixCorr', 'SSIM', 'AlexNet(2)', 'AlexNet(5)', 'InceptionV3', 'CLIP', 'EffNet-B', 'SwAV')
@@ -58,6 +58,7 @@ NETS = ('alexnet', 'inception', 'clip', 'effnet', 'swav')  # the five feature ne
 class MetricConvention:
     "Every preprocessing choice that differs between the reference codebases (one frozen record each)."
     name: str  # short name shown in tables, e.g. 'mindeye2'
+    gt_size: int|None = None  # seen images first stored at this size, PIL Lanczos, uint8 (Second Sight's 768-px PNG); None: as loaded
     common_size: int|None = 256  # GT and recon first resized to this square size (None: skip)
     common_antialias: bool = False  # antialias of that first step
     low_size: int = 425  # PixCorr/SSIM resolution (NSD's native stimulus size)
@@ -84,6 +85,8 @@ class MetricConvention:
                       ('effnet_weights', ('IMAGENET1K_V1', 'IMAGENET1K_V2'))):
             if getattr(self, f) not in ok:
                 raise ValueError(f"MetricConvention({self.name!r}).{f}={getattr(self, f)!r}: expected one of {ok}.")
+        if self.gt_size is not None and not (isinstance(self.gt_size, int) and self.gt_size > 0):
+            raise ValueError(f"MetricConvention({self.name!r}).gt_size={self.gt_size!r}: expected None or a size in px (Second Sight: 768).")
         if sorted(dict(self.net_sizes)) != sorted(NETS):
             raise ValueError(f"MetricConvention({self.name!r}).net_sizes names {sorted(dict(self.net_sizes))}: expected one size for each of {NETS}.")
 
@@ -100,10 +103,10 @@ CONVENTIONS = {
         net_sizes=_ALL_224, net_backend='pil', effnet_weights='IMAGENET1K_V1', clip_fp16_on_cuda=False,
         source='Brain-Diffuser scripts/eval_extract_features.py + evaluate_reconstruction.py (2-D SSIM, not skimage 0.17 per-column)'),
     'second-sight': MetricConvention(
-        'second-sight', common_size=None, low_backend='pil', pixcorr_resample='lanczos', ssim_resample='bicubic',
+        'second-sight', gt_size=768, common_size=None, low_backend='pil', pixcorr_resample='lanczos', ssim_resample='bicubic',
         ssim_sample_covariance=True, ssim_data_range='gt', net_sizes=_ALL_224, net_backend='pil', net_norm='clip',
         effnet_weights='IMAGENET1K_V1', clip_fp16_on_cuda=False,
-        source='Second-Sight src/utils.py + stochastic_search_statistics.py (CLIP normalisation for every net, as in the code)'),
+        source='Second-Sight src/utils.py + stochastic_search_statistics.py (GT = its 768-px Ground Truth.png; CLIP normalisation for every net, as in the code)'),
 }
 
 # %% ../nbs/04_metrics.ipynb #21b6014a
@@ -149,6 +152,12 @@ def resize_images(images, # float (n,3,H,W) in [0,1], or anything `as_images` ta
     if resample == 'lanczos': raise ValueError("resize_images: torchvision cannot resize tensors with 'lanczos'; use backend='pil'.")
     return TF.resize(x, [size, size], interpolation=InterpolationMode(resample), antialias=antialias)
 
+# %% ../nbs/04_metrics.ipynb #11c1e31a
+def _seen(gt, conv:MetricConvention)->torch.Tensor:
+    "The seen images as the convention's evaluation reads them: as loaded, or stored at `gt_size` (Second Sight's PNG)."
+    x = as_images(gt)
+    return x if conv.gt_size is None else resize_images(x, conv.gt_size, 'lanczos', 'pil')  # PIL Lanczos, rounded to uint8
+
 # %% ../nbs/04_metrics.ipynb #4d3fcfad
 def _common(images, conv:MetricConvention)->torch.Tensor:
     "The convention's first step: both images through `common_size` (MindEye's 256-px tensors)."
@@ -166,7 +175,7 @@ def pixcorr(gt, # seen images (n,3,H,W) float in [0,1] (or uint8 (n,H,W,3))
            )->np.ndarray: # (n,) PixCorr per image
     "PixCorr: Pearson r over all RGB values at 425 px, per image."
     conv = get_convention(convention)
-    return pearson_rows(_low(gt, conv, conv.pixcorr_resample), _low(recon, conv, conv.pixcorr_resample))
+    return pearson_rows(_low(_seen(gt, conv), conv, conv.pixcorr_resample), _low(recon, conv, conv.pixcorr_resample))
 
 # %% ../nbs/04_metrics.ipynb #ae94c62d
 def ssim_gray(x:np.ndarray, # (n,H,W) float64 gray images (reconstructions)
@@ -185,7 +194,7 @@ def ssim(gt, # seen images (n,3,H,W) float in [0,1] (or uint8 (n,H,W,3))
         )->np.ndarray: # (n,) SSIM per image
     "SSIM of gray images at 425 px with the convention's scikit-image arguments, per image."
     conv = get_convention(convention)
-    g, r = to_gray(_low(gt, conv, conv.ssim_resample)), to_gray(_low(recon, conv, conv.ssim_resample))
+    g, r = to_gray(_low(_seen(gt, conv), conv, conv.ssim_resample)), to_gray(_low(recon, conv, conv.ssim_resample))
     return ssim_gray(r, g, conv)
 
 # %% ../nbs/04_metrics.ipynb #4757094c
@@ -243,47 +252,82 @@ METRIC_NET = {m: k for k, nodes in NET_METRICS.items() for m in nodes.values()} 
 SWAV_URL = 'https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar'
 CLIP_ARCH = 'ViT-L-14'  # OpenAI CLIP ViT-L/14, the published metric
 
-# %% ../nbs/04_metrics.ipynb #9b4694a4
+# %% ../nbs/04_metrics.ipynb #c9faae2e
 class MetricWeightsError(RuntimeError):
     "Pretrained weights of a metric network are missing and could not be downloaded."
 
-def _weights_help(what:str, where:str, how:str)->str:
-    return (f"{what}: the pretrained weights are not available (expected {where}). {how} "
-            f"Or pass weights='random' to run without them: the numbers are then labelled '{RANDOM_WEIGHTS_LABEL}'.")
+_FETCH_HINT = "secondsight-weights --metrics"
+def _one_line(e:Exception)->str: return ' '.join(str(e).split())[:300]
 
-def _torch_checkpoint(url:str, what:str, how:str, allow_download:bool)->Path:
-    "Path of torch.hub's cached copy of `url`; raises when missing and downloads are not allowed."
-    path = Path(torch.hub.get_dir()) / 'checkpoints' / Path(urlparse(url).path).name
-    if not path.exists() and not allow_download:
-        raise MetricWeightsError(_weights_help(what, f"file {path}", f"Download {url} into {path.parent} ({how}; $TORCH_HOME moves the cache)."))
-    return path
+def _weights_help(what:str, name:str, folder:Path, elsewhere:str, why:str)->str:
+    "One line: the file and where it was looked for, how to fill the weights folder, and the random-weights way out."
+    return (f"{what}: the pretrained weights are not available: expected {name} in the weights folder {shown(folder)} "
+            f"(models_dir=, else $SECONDSIGHT_WEIGHTS, else data/weights) or in {elsewhere}, and {why}. Fill the weights "
+            f"folder where there is internet with `{_FETCH_HINT}` and copy it here, or point models_dir= or $SECONDSIGHT_WEIGHTS "
+            f"at a folder that holds {name}. Or pass weights='random' to run without them: the numbers are then labelled '{RANDOM_WEIGHTS_LABEL}'.")
 
-# %% ../nbs/04_metrics.ipynb #3e0457ad
-def _build_torchvision(net:str, conv:MetricConvention, pretrained:bool, allow_download:bool)->tuple:
-    "(model, description) of a torchvision metric network."
+# %% ../nbs/04_metrics.ipynb #7b4eaee5
+def _url_file(url:str)->str: return Path(urlparse(url).path).name  # torch.hub's file name for `url`
+
+def _download(url:str, path:Path, progress:bool=True):
+    "`url` into `path` with torch.hub's downloader (temporary file, then rename; checks a `name-<sha256 prefix>.ext` name)."
+    m = torch.hub.HASH_REGEX.search(path.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.hub.download_url_to_file(url, str(path), m.group(1) if m else None, progress=progress)
+
+def _torch_checkpoint(url:str, what:str, folder:Path, allow_download:bool)->Path:
+    "The checkpoint file of `url`: in the weights folder, else in torch.hub's cache, else downloaded into that cache (if allowed)."
+    name = _url_file(url); hub = Path(torch.hub.get_dir())/'checkpoints'/name
+    for p in (Path(folder)/name, hub):
+        if p.is_file(): return p
+    elsewhere = f"torch.hub's cache {shown(hub.parent)} ($TORCH_HOME; source {url})"
+    if not allow_download: raise MetricWeightsError(_weights_help(what, name, folder, elsewhere, "downloads are off (allow_download=False)"))
+    try: _download(url, hub)
+    except Exception as e: raise MetricWeightsError(_weights_help(what, name, folder, elsewhere, f"the download failed ({type(e).__name__}: {_one_line(e)})")) from e
+    return hub
+
+# %% ../nbs/04_metrics.ipynb #46eebc07
+def _read_state(path:Path, what:str)->dict:
+    "The state dict saved in `path`; a file torch cannot read (e.g. cut short) raises a `MetricWeightsError` naming it."
+    try: return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise MetricWeightsError(f"{what}: {shown(path)} cannot be read as a checkpoint ({type(e).__name__}: {_one_line(e)[:200]}). "
+                                 f"Delete it and fetch it again ({_FETCH_HINT}).") from e
+
+# %% ../nbs/04_metrics.ipynb #5473b190
+def _tv_net(net:str, effnet_weights:str='IMAGENET1K_V2')->tuple:
+    "(torchvision builder, weights, builder arguments those weights imply) of AlexNet, InceptionV3 or EfficientNet-B1."
     import torchvision.models as tvm
-    if net == 'swav':
-        model = tvm.resnet50(weights=None)
-        if not pretrained: return model, 'torchvision resnet50 (the SwAV architecture)'
-        how = "python -c \"import torch; torch.hub.load('facebookresearch/swav:main', 'resnet50')\""
-        path = _torch_checkpoint(SWAV_URL, 'SwAV', how, allow_download)
-        try: sd = torch.hub.load_state_dict_from_url(SWAV_URL, map_location='cpu', weights_only=True)
-        except Exception as e: raise MetricWeightsError(_weights_help('SwAV', f"file {path}", f"Download {SWAV_URL} into {path.parent}. ({type(e).__name__}: {e})")) from e
-        missing, _ = model.load_state_dict({k.replace('module.', ''): v for k, v in sd.items()}, strict=False)
-        if [k for k in missing if not k.startswith('fc.')]:
-            raise MetricWeightsError(f"SwAV: {path} is not the SwAV ResNet-50 checkpoint (missing {missing[:4]}...). Delete it and download {SWAV_URL} again.")
-        return model, 'SwAV ResNet-50 (swav_800ep_pretrain)'
-    fn, w = {'alexnet': (tvm.alexnet, tvm.AlexNet_Weights.IMAGENET1K_V1),
-             'inception': (tvm.inception_v3, tvm.Inception_V3_Weights.IMAGENET1K_V1),
-             'effnet': (tvm.efficientnet_b1, tvm.EfficientNet_B1_Weights[conv.effnet_weights])}[net]
+    return {'alexnet': (tvm.alexnet, tvm.AlexNet_Weights.IMAGENET1K_V1, {}),
+            'inception': (tvm.inception_v3, tvm.Inception_V3_Weights.IMAGENET1K_V1,  # as inception_v3(weights=...) sets them
+                          dict(transform_input=True, aux_logits=True, init_weights=False)),
+            'effnet': (tvm.efficientnet_b1, tvm.EfficientNet_B1_Weights[effnet_weights], {})}[net]
+
+# %% ../nbs/04_metrics.ipynb #1420f070
+def _build_torchvision(net:str, conv:MetricConvention, pretrained:bool, allow_download:bool, folder:Path)->tuple:
+    "(model, description) of a torchvision metric network: torchvision's architecture with our checkpoint file loaded."
+    fn, w, kw = _tv_net(net, conv.effnet_weights)
     if not pretrained:
         kw = dict(aux_logits=False, init_weights=True, transform_input=True) if net == 'inception' else {}
         return fn(weights=None, **kw), f"torchvision {fn.__name__}"
-    how = f"python -c \"import torchvision; torchvision.models.{fn.__name__}(weights='{w.name}')\" on a machine with internet, then copy the file"
-    path = _torch_checkpoint(w.url, fn.__name__, how, allow_download)
-    try: model = fn(weights=w)
-    except Exception as e: raise MetricWeightsError(_weights_help(fn.__name__, f"file {path}", f"Run {how}. ({type(e).__name__}: {e})")) from e
-    return model, f"torchvision {fn.__name__} {w.name}"
+    what = f"torchvision {fn.__name__} {w.name}"
+    path = _torch_checkpoint(w.url, what, folder, allow_download)
+    model, sd = fn(weights=None, **kw), _read_state(path, what)
+    try: model.load_state_dict(sd)
+    except RuntimeError as e: raise MetricWeightsError(f"{what}: {shown(path)} is not its checkpoint ({_one_line(e)[:200]}). Delete it and fetch {w.url} again.") from e
+    return model, what
+
+# %% ../nbs/04_metrics.ipynb #a45bfc08
+def _build_swav(pretrained:bool, allow_download:bool, folder:Path)->tuple:
+    "(model, description) of SwAV: torchvision's ResNet-50 with the SwAV checkpoint loaded as its `hubconf.py` does."
+    import torchvision.models as tvm
+    model = tvm.resnet50(weights=None)
+    if not pretrained: return model, 'torchvision resnet50 (the SwAV architecture)'
+    path = _torch_checkpoint(SWAV_URL, 'SwAV', folder, allow_download)
+    missing, _ = model.load_state_dict({k.replace('module.', ''): v for k, v in _read_state(path, 'SwAV').items()}, strict=False)
+    if [k for k in missing if not k.startswith('fc.')]:
+        raise MetricWeightsError(f"SwAV: {shown(path)} is not the SwAV ResNet-50 checkpoint (missing {missing[:4]}...). Delete it and download {SWAV_URL} again.")
+    return model, 'SwAV ResNet-50 (swav_800ep_pretrain)'
 
 # %% ../nbs/04_metrics.ipynb #b898a69c
 def _clip_cached(arch:str, tag:str)->bool:
@@ -295,8 +339,17 @@ def _clip_cached(arch:str, tag:str)->bool:
     return bool(repo) and any(isinstance(try_to_load_from_cache(repo, f), str)
                               for f in ('open_clip_model.safetensors', 'open_clip_pytorch_model.bin'))
 
+def _clip_name(arch:str, tag:str)->str: return open_clip_file(arch, tag, '.').name   # 01_encoders' rule
+
+def _clip_source(arch:str, pretrained:str, folder:Path)->str|None:
+    "What open_clip loads: the file `pretrained`, else the weights folder's copy, else the tag if cached; None: none of them."
+    if os.path.isfile(pretrained): return pretrained
+    local = Path(folder)/_clip_name(arch, pretrained)
+    if local.is_file(): return str(local)
+    return pretrained if _clip_cached(arch, pretrained) else None
+
 # %% ../nbs/04_metrics.ipynb #2c503e4e
-def _build_clip(arch:str, pretrained:str|None, allow_download:bool, size:int=224)->tuple:
+def _build_clip(arch:str, pretrained:str|None, allow_download:bool, size:int=224, folder:Path|None=None)->tuple:
     "(visual tower, description) of an open_clip model; `pretrained=None` for random weights (built for `size` px)."
     import open_clip
     if pretrained is None:
@@ -308,17 +361,16 @@ def _build_clip(arch:str, pretrained:str|None, allow_download:bool, size:int=224
                 f"open_clip {arch}" + (f" at {size} px" if size != native else ''))
     if size != 224: raise ValueError(f"CLIP {arch} ({pretrained}) takes 224-px images, but the convention asks for {size} px; "
                                      "use an unscaled convention with pretrained weights.")
-    what = f"CLIP {arch} ({pretrained})"
+    what, name, folder = f"CLIP {arch} ({pretrained})", _clip_name(arch, pretrained), weights_dir(folder)
     hub = (open_clip.get_pretrained_cfg(arch, pretrained) or {}).get('hf_hub', '?').strip('/')
-    how = (f"On a machine with internet run `python -c \"import open_clip; open_clip.create_model('{arch}', pretrained='{pretrained}')\"` "
-           f"(or `huggingface-cli download {hub}`) and copy the Hugging Face cache ($HF_HOME) here, or pass clip_pretrained=<local file>.")
-    if not os.path.isfile(pretrained) and not allow_download and not _clip_cached(arch, pretrained):
-        raise MetricWeightsError(_weights_help(what, f"the Hugging Face cache entry {hub}", how))
+    elsewhere, source = f"the Hugging Face cache as {hub} ($HF_HOME)", _clip_source(arch, pretrained, folder)
+    if source is None and not allow_download:
+        raise MetricWeightsError(_weights_help(what, name, folder, elsewhere, "downloads are off (allow_download=False)"))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            model = open_clip.create_model(arch, pretrained=pretrained, force_quick_gelu=(pretrained == 'openai' or os.path.isfile(pretrained)))
-    except Exception as e: raise MetricWeightsError(_weights_help(what, f"the Hugging Face cache entry {hub}", f"{how} ({type(e).__name__}: {str(e)[:300]})")) from e
+            model = open_clip.create_model(arch, pretrained=source or pretrained, force_quick_gelu=(pretrained == 'openai' or os.path.isfile(pretrained)))
+    except Exception as e: raise MetricWeightsError(_weights_help(what, name, folder, elsewhere, f"loading {shown(source or pretrained)} failed ({type(e).__name__}: {_one_line(e)})")) from e
     return model.visual, f"open_clip {arch} {pretrained if not os.path.isfile(pretrained) else Path(pretrained).name}"
 
 # %% ../nbs/04_metrics.ipynb #3f197f0f
@@ -334,9 +386,10 @@ class MetricNet:
 
     def __repr__(self): return f"MetricNet({self.net!r}, {self.label!r})"
 
-    def prepare(self, images)->torch.Tensor:
-        "Convention's resizing and normalisation: float (n,3,size,size) on the net's device."
+    def prepare(self, images, seen:bool=False)->torch.Tensor:
+        "Convention's resizing and normalisation: float (n,3,size,size) on the net's device (`seen`: the seen images' step first)."
         x = as_images(images, device=self.device)  # resize on the device ('pil' goes through the CPU)
+        if seen: x = _seen(x, self.conv)  # Second Sight: its 768-px PNG
         x = resize_images(_common(x, self.conv), self.size, self.conv.net_resample, self.conv.net_backend, self.conv.net_antialias)
         return TF.normalize(x, self.mean, self.std).to(self.device, self.dtype)
 
@@ -344,11 +397,12 @@ class MetricNet:
     def features(self, images, # float (n,3,H,W) in [0,1] (or uint8 (n,H,W,3))
                  batch_size:int=32, # images per forward pass
                  progress:bool=False, # show a progress bar
+                 seen:bool=False, # these are the seen images: the convention's `gt_size` step applies, batch by batch
                 )->dict: # metric name -> float32 (n, D) flattened features
         "Flattened features of `images` for each of this network's metrics."
         x, out = as_images(images), {m: [] for m in self.metrics}
         for s in tqdm(range(0, len(x), batch_size), desc=self.net, disable=not progress, leave=False):
-            y = self.module(self.prepare(x[s:s + batch_size]))
+            y = self.module(self.prepare(x[s:s + batch_size], seen))
             y = y if isinstance(y, dict) else {'embedding': y}
             for node, m in NET_METRICS[self.net].items(): out[m].append(y[node].flatten(1).float().cpu().numpy())
         return {m: np.concatenate(v) for m, v in out.items()}
@@ -362,6 +416,7 @@ def load_metric_net(net:str, # one of NETS: 'alexnet', 'inception', 'clip', 'eff
                     clip_pretrained:str='openai', # open_clip tag or local checkpoint file for pretrained CLIP
                     seed:int=0, # seed of the random weights
                     allow_download:bool=True, # may download missing pretrained weights
+                    models_dir=None, # the weights folder, searched first; None: $SECONDSIGHT_WEIGHTS, else data/weights
                    )->MetricNet:
     "Build a metric network with its tapped nodes, on `device`, in eval mode."
     from torchvision.models.feature_extraction import create_feature_extractor
@@ -374,10 +429,11 @@ def load_metric_net(net:str, # one of NETS: 'alexnet', 'inception', 'clip', 'eff
         torch.manual_seed(seed + zlib.crc32(net.encode()))  # fixed random weights per network
         if net == 'clip':
             arch = clip_arch or CLIP_ARCH
-            module, desc = _build_clip(arch, None if random else clip_pretrained, allow_download, conv.net_size('clip'))
+            module, desc = _build_clip(arch, None if random else clip_pretrained, allow_download, conv.net_size('clip'), weights_dir(models_dir))
             if arch != CLIP_ARCH: desc += f" (stand-in for OpenAI {CLIP_ARCH})"
         else:
-            module, desc = _build_torchvision(net, conv, not random, allow_download)
+            module, desc = (_build_swav(not random, allow_download, weights_dir(models_dir)) if net == 'swav' else
+                            _build_torchvision(net, conv, not random, allow_download, weights_dir(models_dir)))
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')  # "nodes obtained in eval mode are a subsequence of train mode"
                 module = create_feature_extractor(module.eval(), return_nodes=list(NET_METRICS[net]))
@@ -385,6 +441,45 @@ def load_metric_net(net:str, # one of NETS: 'alexnet', 'inception', 'clip', 'eff
     module = module.eval().requires_grad_(False).to(device, torch.float16 if half else torch.float32)
     label = f"{'/'.join(NET_METRICS[net].values())}: {desc}" + (f", RANDOM weights (seed {seed})" if random else '')
     return MetricNet(net, module, conv, label, random, device, half)
+
+# %% ../nbs/04_metrics.ipynb #714aa7a5
+def metric_weight_files(clip_arch:str=CLIP_ARCH, # open_clip architecture of the CLIP metric
+                        clip_pretrained:str='openai', # its open_clip pretrained tag
+                       )->list: # (file name in the weights folder, source) pairs
+    "Every pretrained file a metric network may load in any convention: torchvision's and SwAV's URLs, CLIP's open_clip tag."
+    import torchvision.models as tvm
+    ws = [_tv_net('alexnet')[1], _tv_net('inception')[1], *tvm.EfficientNet_B1_Weights]  # EffNet V1 (BD, SS) and V2 (MindEye)
+    return ([(_url_file(u), u) for u in [w.url for w in ws] + [SWAV_URL]]
+            + [(_clip_name(clip_arch, clip_pretrained), f'open_clip:{clip_arch}/{clip_pretrained}')])
+
+# %% ../nbs/04_metrics.ipynb #022a5a03
+def _fetch_clip(arch:str, tag:str, path:Path):
+    "open_clip's `arch`/`tag` weights (fetched by open_clip's own rule into its cache), saved at `path` as a torch state dict."
+    import open_clip
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    if not cfg: raise ValueError(f"open_clip has no pretrained {arch} weights {tag!r}: expected one of {open_clip.list_pretrained_tags_by_model(arch)}.")
+    sd = open_clip.factory.load_state_dict(open_clip.download_pretrained(cfg))  # .safetensors or torch file -> state dict
+    with atomic_write(path) as tmp: torch.save(sd, tmp)
+
+# %% ../nbs/04_metrics.ipynb #7a7ff179
+def fetch_metric_weights(dest=None, # the weights folder; None: $SECONDSIGHT_WEIGHTS, else data/weights
+                         dry_run:bool=False, # list what is present and missing; fetch nothing
+                         files:list|None=None, # (file name, source) pairs; None: `metric_weight_files()`
+                         progress:bool=True, # download progress bars
+                        )->list: # one dict per file: file, source, present (before this call), bytes
+    "Download the metric networks' pretrained weights into the weights folder (where there is internet); files there are kept."
+    dest, rows = weights_dir(dest), []
+    for name, source in (metric_weight_files() if files is None else files):
+        path = dest/name; present = path.is_file()
+        if not (present or dry_run):
+            try:
+                if source.startswith('open_clip:'): _fetch_clip(*source.removeprefix('open_clip:').split('/', 1), path)
+                else: _download(source, path, progress)
+            except Exception as e:
+                raise OSError(f"fetch_metric_weights: cannot fetch {source} into {shown(path)} ({type(e).__name__}: {_one_line(e)}). "
+                              "Run this where there is internet, or put the file there by hand.") from e
+        rows.append(dict(file=name, source=source, present=present, bytes=path.stat().st_size if path.is_file() else None))
+    return rows
 
 # %% ../nbs/04_metrics.ipynb #436692ed
 def _digest(images)->str:
@@ -397,8 +492,9 @@ def _low_level(gt, recons:dict, conv:MetricConvention, metrics, vals:dict, chunk
     out = {st: {m: [] for m in LOW_LEVEL if m in metrics} for st in recons}
     same = conv.ssim_resample == conv.pixcorr_resample
     for s in range(0, len(gt), chunk):
-        g_pix = _low(gt[s:s + chunk], conv, conv.pixcorr_resample)
-        g_gray = to_gray(g_pix if same else _low(gt[s:s + chunk], conv, conv.ssim_resample))
+        g = _seen(gt[s:s + chunk], conv)  # the convention's seen images (Second Sight: its 768-px PNG)
+        g_pix = _low(g, conv, conv.pixcorr_resample)
+        g_gray = to_gray(g_pix if same else _low(g, conv, conv.ssim_resample))
         for st, x in recons.items():
             r_pix = _low(as_images(x[s:s + chunk]), conv, conv.pixcorr_resample)
             if 'PixCorr' in metrics: out[st]['PixCorr'].append(pearson_rows(g_pix, r_pix))
@@ -418,6 +514,7 @@ def image_metrics(gt, # seen images (N,3,H,W) float in [0,1] or uint8 (N,H,W,3)
                   clip_arch:str|None=None, # CLIP architecture; None: ViT-L-14
                   allow_download:bool=True, # may download pretrained weights
                   progress:bool=True, # progress bar over networks x stages
+                  models_dir=None, # the weights folder of the pretrained networks (see `load_metric_net`)
                  )->pd.DataFrame: # columns stage, image, *metrics; attrs: convention, weights, labels
     "The requested metrics of every stage's reconstructions against the seen images: one row per (stage, image)."
     conv, gt = get_convention(convention), as_images(gt)
@@ -433,8 +530,8 @@ def image_metrics(gt, # seen images (N,3,H,W) float in [0,1] or uint8 (N,H,W,3)
     nets = [n for n in NETS if any(METRIC_NET.get(m) == n for m in metrics)]
     labels, bar = {}, tqdm(total=len(nets) * len(todo), desc='metric networks', disable=not progress)
     for n in nets:
-        net = load_metric_net(n, weights, conv, device, clip_arch=clip_arch, allow_download=allow_download)
-        labels[n], f_gt = net.label, net.features(gt, batch_size)
+        net = load_metric_net(n, weights, conv, device, clip_arch=clip_arch, allow_download=allow_download, models_dir=models_dir)
+        labels[n], f_gt = net.label, net.features(gt, batch_size, seen=True)
         for st in todo:
             f_rec = net.features(recons[st], batch_size)
             for m in net.metrics:
@@ -796,7 +893,7 @@ def evaluate_subject(run:Run, # from read_run
     gt = np.asarray(subject.images(np.asarray(run.nsd_ids)))
     _check_seen(run, gt)
     recons = {st: run.images(st) for st in run.stages}
-    per_image = image_metrics(gt, recons, conv, weights, metrics, device, batch_size, clip_arch, allow_download, progress)
+    per_image = image_metrics(gt, recons, conv, weights, metrics, device, batch_size, clip_arch, allow_download, progress, models_dir)
     t1 = time.time()
     betas = np.asarray(subject.test_betas('average'))[[ids.index(i) for i in run.nsd_ids]]
     brain = brain_metrics(betas, recons, encs, subject.roi_masks, seen=gt, progress=progress) if encs else None
@@ -852,7 +949,7 @@ def evaluate_run(out_dir, # a 03_search run folder, or a list of them (one per s
                  figures:bool=True, # write the figures
                  progress:bool=True, # progress bars
                  allow_download:bool=True, # may download pretrained weights
-                 models_dir=None, # NSD: the published weights' folder (as for 03_search); None: get_encoders' default
+                 models_dir=None, # the weights folder: metric networks, and NSD's published encoders (as for 03_search); None: the defaults
                 )->Evaluation:
     "Evaluate 03_search run folders: per-subject tables (CSV + Markdown), figures, and the mean over subjects."
     from secondsight.data import load_subject

@@ -1,5 +1,5 @@
 """secondsight-weights: the published weights fetched with huggingface_hub, tested at the hub boundary (the hub's
-paths-info and file download answer from real files written here), and without network (one line, exit 1)."""
+paths-info and file download answer from real files written here), and without network (one line, exit 2)."""
 import os, shutil, subprocess, sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -57,3 +57,13 @@ def test_without_network_one_line(tmp_path):
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stderr.strip().count('\n') == 0, r.stderr
     assert 'cannot reach the Hugging Face Hub' in r.stderr and 'copy' in r.stderr
+
+
+def test_cli_metrics_adds_the_metric_networks(hub, tmp_path, capsys):
+    "--metrics lists the metric networks' files in the same weights folder (dry run: nothing fetched, nothing written)"
+    from secondsight.metrics import metric_weight_files
+    dest = tmp_path / 'w'
+    assert weights_cli(['--subjects', '1', '--dest', str(dest), '--dry-run', '--metrics']) == 0
+    out = capsys.readouterr().out
+    names = [name for name, _ in metric_weight_files()]
+    assert all(n in out for n in names) and f'{3 + len(names)} files' in out and not dest.exists()

@@ -38,7 +38,7 @@ def pairwise_corr_all(ground_truth, predictions):  # Copied from brain-diffuser 
 def test_ssim_matches_skimage_at_nsd_size(conv):
     ims, blur = photos()
     c = M.get_convention(conv)
-    gt = M._low(ims, c, c.ssim_resample).permute(0, 2, 3, 1).double().numpy()
+    gt = M._low(M._seen(ims, c), c, c.ssim_resample).permute(0, 2, 3, 1).double().numpy()  # second-sight: its 768-px PNG
     rc = M._low(blur, c, c.ssim_resample).permute(0, 2, 3, 1).double().numpy()
     ref = []
     for a, b in zip(rgb2gray(rc), rgb2gray(gt)):
@@ -46,6 +46,36 @@ def test_ssim_matches_skimage_at_nsd_size(conv):
         ref.append(structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=c.ssim_sample_covariance, data_range=dr))
     np.testing.assert_allclose(M.ssim(ims, blur, conv), ref, atol=1e-12)
     assert 0.5 < min(ref) < max(ref) < 1
+
+
+def test_second_sight_reads_its_768px_ground_truth_png():
+    "[SS] evaluates against Ground Truth.png (the stimulus upsampled to 768 px, PIL Lanczos, uint8), resized back by each metric."
+    ims, blur = photos()
+    L = Image.Resampling.LANCZOS
+    png = [Image.fromarray(im).resize((768, 768), L) for im in ims]  # as src/second_sight.py saves it
+    # src/utils.py pixel_correlation: both resized to 425 with Lanczos, uint8, np.corrcoef
+    pix = [np.corrcoef(np.asarray(g.resize((425, 425), L)).flatten(), np.asarray(Image.fromarray(b).resize((425, 425), L)).flatten())[0, 1]
+           for g, b in zip(png, blur)]
+    np.testing.assert_allclose(M.pixcorr(ims, blur, 'second-sight'), pix, atol=1e-12)
+    # stochastic_search_statistics.py calculate_ssim: PIL default resize (bicubic) to 425, /255, rgb2gray, sample covariance, GT range
+    gray = lambda im: rgb2gray(np.asarray(im.resize((425, 425))) / 255.)
+    ref = [structural_similarity(gray(Image.fromarray(b)), gray(g), gaussian_weights=True, sigma=1.5, use_sample_covariance=True,
+                                 data_range=gray(g).max() - gray(g).min()) for g, b in zip(png, blur)]
+    s = M.ssim(ims, blur, 'second-sight')
+    np.testing.assert_allclose(s, ref, atol=1e-8)  # float32 images vs float64 /255
+    without = M.ssim(ims, blur, M.replace(M.get_convention('second-sight'), gt_size=None))
+    assert 0.001 < np.abs(s - without).min() and np.abs(s - without).max() < 0.03  # a small, real shift
+
+
+def test_seen_step_reaches_the_networks_only_in_second_sight():
+    ims, _ = photos(128)
+    for conv, changes in (('second-sight', True), ('mindeye2', False), ('brain-diffuser', False)):
+        net = M.load_metric_net('effnet', 'random', M.scale_nets(conv, 0.5))
+        a, b = net.features(ims, seen=True)['EffNet-B'], net.features(ims)['EffNet-B']
+        if changes:
+            np.testing.assert_array_equal(a, net.features(M._seen(ims, net.conv))['EffNet-B'])  # the 768-px PNG, batch by batch
+            assert not np.array_equal(a, b)
+        else: np.testing.assert_array_equal(a, b)
 
 
 def test_ssim_identity_symmetry_and_column_quirk():
@@ -60,11 +90,12 @@ def test_ssim_identity_symmetry_and_column_quirk():
 def test_pixcorr_matches_corrcoef(conv):
     ims, blur = photos(200)
     c = M.get_convention(conv)
-    g, r = M._low(ims, c, c.pixcorr_resample), M._low(blur, c, c.pixcorr_resample)
+    g, r = M._low(M._seen(ims, c), c, c.pixcorr_resample), M._low(blur, c, c.pixcorr_resample)
     assert g.shape == (4, 3, 425, 425)
     ref = [np.corrcoef(a.flatten().double().numpy(), b.flatten().double().numpy())[0, 1] for a, b in zip(g, r)]
     np.testing.assert_allclose(M.pixcorr(ims, blur, conv), ref, atol=1e-12)
-    np.testing.assert_allclose(M.pixcorr(ims, ims, conv), 1, atol=1e-12)
+    if c.gt_size is None: np.testing.assert_allclose(M.pixcorr(ims, ims, conv), 1, atol=1e-12)
+    else: assert (1 - 1e-3 < M.pixcorr(ims, ims, conv)).all() and (M.pixcorr(ims, ims, conv) < 1).all()  # its PNG is not the stimulus
 
 
 def test_mindeye_resizing_is_torchvision_without_antialias():
@@ -131,7 +162,8 @@ def test_brain_correlation_per_roi():
 @pytest.mark.parametrize('net, file', [('alexnet', 'alexnet-owt-7be5be79.pth'), ('inception', 'inception_v3_google-0cc3c7bd.pth'),
                                        ('effnet', 'efficientnet_b1-c27df63c.pth'), ('swav', 'swav_800ep_pretrain.pth.tar'),
                                        ('clip', 'vit_large_patch14_clip_224.openai')])
-def test_missing_pretrained_weights_say_what_to_download(net, file, tmp_path):
+def test_missing_pretrained_weights_say_what_to_download(net, file, tmp_path, monkeypatch):
+    monkeypatch.setenv('SECONDSIGHT_WEIGHTS', str(tmp_path / 'weights'))  # an empty weights folder
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / 'hub'))  # an empty torch.hub cache
     try:
@@ -142,7 +174,8 @@ def test_missing_pretrained_weights_say_what_to_download(net, file, tmp_path):
     assert file in str(e.value) and "weights='random'" in str(e.value)
 
 
-def test_brain_diffuser_effnet_weights_are_v1(tmp_path):
+def test_brain_diffuser_effnet_weights_are_v1(tmp_path, monkeypatch):
+    monkeypatch.setenv('SECONDSIGHT_WEIGHTS', str(tmp_path / 'weights'))  # an empty weights folder
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path))
     try:

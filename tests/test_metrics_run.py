@@ -65,6 +65,7 @@ def test_evaluate_run_writes_tables_and_figures(run1, tmp_path):
 def test_pretrained_weights_missing_is_an_error(run1, tmp_path, monkeypatch):
     import torch
     d = copy(run1, tmp_path)
+    monkeypatch.setenv('SECONDSIGHT_WEIGHTS', str(tmp_path / 'empty_weights'))
     old = torch.hub.get_dir(); torch.hub.set_dir(str(tmp_path / 'empty_hub'))
     try:
         with pytest.raises(M.MetricWeightsError, match="weights='random'"):
@@ -121,3 +122,16 @@ def test_notebook_through_papermill(run1, tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="Unknown metric convention 'mindeye'"):
         pm.execute_notebook(str(NB), str(tmp_path / 'bad.ipynb'), parameters=dict(out_dir=str(d), convention='mindeye'),
                             cwd=str(NB.parent), kernel_name='python3', progress_bar=False)
+
+
+def test_models_dir_reaches_the_metric_networks(run1, tmp_path):
+    "evaluate_run's models_dir is the weights folder the metric networks load from (here a stand-in EffNet-B1 checkpoint)."
+    import torch, torchvision.models as tvm
+    from secondsight.core import seeded
+    d, w = copy(run1, tmp_path), tmp_path / 'weights'
+    w.mkdir()
+    torch.save(seeded(lambda: tvm.efficientnet_b1().state_dict(), 1), w / 'efficientnet_b1-c27df63c.pth')
+    ev = M.evaluate_run(d, 1, encoders={}, metrics=('PixCorr', 'EffNet-B'), models_dir=w, allow_download=False,
+                        progress=False, figures=False)
+    assert ev.settings[1]['networks']['effnet'] == 'EffNet-B: torchvision efficientnet_b1 IMAGENET1K_V2'
+    assert M.SEEN not in ev.tables[1].index and np.isfinite(ev.tables[1]['EffNet-B']).all()  # no encoders: no ceiling row
