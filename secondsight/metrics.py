@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 from PIL import Image
@@ -33,7 +34,8 @@ __all__ = ['METRICS', 'LOW_LEVEL', 'TWO_WAY', 'DISTANCE', 'LOWER_IS_BETTER', 'RA
            'MetricWeightsError', 'MetricNet', 'load_metric_net', 'metric_weight_files', 'fetch_metric_weights',
            'image_metrics', 'brain_correlation', 'brain_metrics', 'Run', 'read_run', 'stage_table', 'to_markdown',
            'caveats', 'published_comparison', 'published_brain_comparison', 'plot_stage_metrics', 'plot_brain_rois',
-           'plot_grid', 'Evaluation', 'table_markdown', 'mean_over_subjects', 'evaluate_subject', 'evaluate_run']
+           'plot_grid', 'retrieval_top1', 'decoder_retrieval', 'Evaluation', 'table_markdown', 'mean_over_subjects',
+           'evaluate_subject', 'evaluate_run']
 
 # %% ../nbs/04_metrics.ipynb #69782e9f
 METRICS = ('PixCorr', 'SSIM', 'AlexNet(2)', 'AlexNet(5)', 'InceptionV3', 'CLIP', 'EffNet-B', 'SwAV')
@@ -780,6 +782,41 @@ def plot_grid(seen, # uint8 (n,H,W,3) seen images
         if labels is not None: axs[i, 0].set_ylabel(str(labels[i]), fontsize=7)
     fig.suptitle(title, fontsize=8); fig.tight_layout()
     return fig
+
+# %% ../nbs/04_metrics.ipynb #10cf1e5f
+def retrieval_top1(decoded, # (n, d) decoded embeddings, row i from the brain response to image i
+                   truth, # (n, d) the images' own embeddings
+                   n_way:int|None=300, # candidates per draw (None or >= n: the whole set, one draw)
+                   n_draws:int=30, # random draws of n_way items (MindEye: 30)
+                   seed:int=0) -> dict: # brain_to_image, image_to_brain, n_way, chance, n_draws
+    "MindEye's top-1 retrieval in both directions: mean over random draws of `n_way` items, cosine similarity"
+    d, t = F.normalize(torch.as_tensor(np.asarray(decoded), dtype=torch.float32), dim=-1), F.normalize(torch.as_tensor(np.asarray(truth), dtype=torch.float32), dim=-1)
+    if d.shape != t.shape: raise ValueError(f"retrieval_top1: decoded {tuple(d.shape)} and truth {tuple(t.shape)} must have the same shape.")
+    n = len(d); k = n if n_way is None or n_way >= n else int(n_way)
+    rng = np.random.default_rng(seed)
+    draws = [np.arange(n)] if k == n else [rng.choice(n, k, replace=False) for _ in range(n_draws)]
+    b2i, i2b = [], []
+    for idx in draws:
+        sim, ar = d[idx] @ t[idx].T, torch.arange(k)             # sim[i, j]: brain i vs image j
+        b2i.append(float((sim.argmax(1) == ar).float().mean())); i2b.append(float((sim.argmax(0) == ar).float().mean()))
+    return dict(brain_to_image=float(np.mean(b2i)), image_to_brain=float(np.mean(i2b)), n_way=k, chance=1 / k, n_draws=len(draws))
+
+# %% ../nbs/04_metrics.ipynb #9e1427ef
+@torch.no_grad()
+def decoder_retrieval(subject, # a `secondsight.data.Subject`
+                      decoders:dict, # name -> decoder (`get_decoder`: `LinearDecoder`, `MindEyeDecoder`)
+                      embeddings, # (n_images, d) image embeddings, row = nsd_id (`image_embeddings`)
+                      n_way:int=300, n_draws:int=30, seed:int=0) -> pd.DataFrame:
+    "Top-1 retrieval of each decoder on the subject's test set: MindEye's n-way (30 draws) and over the whole set"
+    ids = np.asarray(subject.test_nsd_ids)
+    betas = torch.as_tensor(np.asarray(subject.test_betas(mode='average')), dtype=torch.float32)
+    truth, rows = np.asarray(embeddings[ids], dtype=np.float32), {}
+    for name, dec in decoders.items():
+        out = dec.project(betas.to(next(dec.parameters()).device)).float().cpu()
+        for label, k in ((f'{n_way}-way', n_way), ('all', None)):
+            r = retrieval_top1(out, truth, k, n_draws, seed)
+            rows[(name, label)] = dict(brain_to_image=r['brain_to_image'], image_to_brain=r['image_to_brain'], n_way=r['n_way'], chance=r['chance'])
+    return pd.DataFrame(rows).T.rename_axis(['decoder', 'candidates'])
 
 # %% ../nbs/04_metrics.ipynb #2a5b5a1d
 @dataclass
