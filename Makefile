@@ -13,7 +13,7 @@ export PYTHONHASHSEED := 0
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install lock demo test test-nb test-py check-clean docs bench bench-gpu clean-venv
+.PHONY: install lock demo test test-nb test-py test-slurm slurm-deps check-clean docs bench bench-gpu clean-venv
 
 install: $(STAMP)
 
@@ -57,7 +57,18 @@ test-nb: install
 	$(BIN)/nbdev_test --n_workers 2 --timing
 
 test-py: install
-	$(BIN)/python -m pytest tests -x -q
+	$(BIN)/python -m pytest tests -x -q -rs
+
+# secondsight-slurm alone; tests/test_slurm_cluster.py starts a one-node SLURM itself (root, `make slurm-deps`), else skips saying why.
+test-slurm: install
+	$(BIN)/python -m pytest tests/test_slurm_cli.py tests/test_slurm_cluster.py -q -rs
+
+# SLURM's daemons and commands for tests/test_slurm_cluster.py (Debian, as root: CI); elsewhere it says why not.
+slurm-deps:
+	@if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null && command -v sbatch >/dev/null; then echo "SLURM is installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge; \
+	else echo "SLURM is not installed and cannot be here (needs root and apt-get): tests/test_slurm_cluster.py will be skipped"; fi
 
 # Offline docs site in _site/ (nbdev's proc_nbs, then tools/docs_site.py: titles, sidebar, search, local API links, MathML)
 # and README.md from nbs/index.ipynb; fails on a broken local link or anchor, or a page showing front matter, #| options,
