@@ -5,7 +5,7 @@
 # %% ../nbs/03_search.ipynb #b1d95185
 from __future__ import annotations
 import contextlib, json, os, shutil, tempfile, time
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
@@ -20,11 +20,13 @@ from .core import (subj_name, atomic_write, file_lock, resize, as_images, to_uin
     to_gray, ssim_rows)
 
 # %% auto #0
-__all__ = ['DTYPES', 'SCHEDULERS', 'UNCLIP_ID', 'RUN_INDEPENDENT', 'strength_schedule', 'momentum_schedule', 'samples_per_branch',
-           'SearchConfig', 'rank_library', 'Generator', 'slerp', 'make_scheduler', 'noise_image_embeddings',
-           'UnCLIPGenerator', 'unclip_scheduler_config', 'tiny_unclip', 'InitialGuess', 'initial_guesses',
-           'SearchResult', 'search', 'RunFolder', 'select_images', 'claim_out_dir', 'unclip_generator',
-           'make_generator', 'denoise_betas', 'stage_scores', 'plot_stages', 'reconstruct_image', 'run_subject']
+__all__ = ['DTYPES', 'SCHEDULERS', 'INTERPOLATIONS', 'READD_RULES', 'LOOP_BODIES', 'LOOPS', 'DEFAULT_LOOP',
+           'LIBRARY_AUTOENCODERS', 'UNCLIP_ID', 'RUN_INDEPENDENT', 'strength_schedule', 'momentum_schedule',
+           'samples_per_branch', 'slerp', 'lerp', 'reference_slerp', 'SearchLoop', 'SearchConfig', 'rank_library',
+           'Generator', 'make_scheduler', 'noise_image_embeddings', 'UnCLIPGenerator', 'unclip_scheduler_config',
+           'tiny_unclip', 'InitialGuess', 'initial_guesses', 'SearchResult', 'search', 'RecordingGenerator',
+           'QualityEncoder', 'RunFolder', 'select_images', 'claim_out_dir', 'unclip_generator', 'make_generator',
+           'denoise_betas', 'library_autoencoders', 'stage_scores', 'plot_stages', 'reconstruct_image', 'run_subject']
 
 # %% ../nbs/03_search.ipynb #24833b71
 from .data import DATASETS, get_dataset, load_subject
@@ -35,9 +37,9 @@ DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.
 SCHEDULERS = ('ddim', 'dpmsolver')
 
 # %% ../nbs/03_search.ipynb #4dcfea53
-def strength_schedule(n_iter:int, start:float=0.92, drop:float=0.30)->list[float]:
-    "The paper's img2img strength per iteration: `start - drop*((i+1)/n_iter)**3`."
-    return [start - drop * ((i + 1) / n_iter) ** 3 for i in range(n_iter)]
+def strength_schedule(n_iter:int, start:float=0.92, drop:float=0.30, power:int=3)->list[float]:
+    "The img2img strength per iteration: `start - drop*((i+1)/n_iter)**power` (the paper: cubic)."
+    return [start - drop * ((i + 1) / n_iter) ** power for i in range(n_iter)]
 
 # %% ../nbs/03_search.ipynb #9ae5de8f
 def momentum_schedule(n_iter:int, momentum:float=0.2)->list[float]:
@@ -48,6 +50,79 @@ def momentum_schedule(n_iter:int, momentum:float=0.2)->list[float]:
 def samples_per_branch(n_samples:int, n_branches:int, strength:float, minimum:int=10)->int:
     "Samples drawn from each branch: `max(minimum, int(n_samples/n_branches*strength))`."
     return max(minimum, int(n_samples / n_branches * strength))
+
+# %% ../nbs/03_search.ipynb #ea3cbbc6
+def slerp(a:torch.Tensor, # (..., d) start (t=0)
+          b:torch.Tensor, # (..., d) end (t=1)
+          t:float,        # interpolation weight in [0, 1]
+          eps:float=1e-7)->torch.Tensor:
+    "Spherical interpolation from `a` to `b` (linear when they are parallel)."
+    a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
+    cos = (F.normalize(a, dim=-1, eps=eps) * F.normalize(b, dim=-1, eps=eps)).sum(-1, keepdim=True).clamp(-1, 1)
+    omega = torch.arccos(cos)
+    so = torch.sin(omega)
+    lin = so.abs() < 1e-4
+    wa = torch.where(lin, 1 - t, torch.sin((1 - t) * omega) / so.where(~lin, torch.ones_like(so)))
+    wb = torch.where(lin, torch.full_like(so, t), torch.sin(t * omega) / so.where(~lin, torch.ones_like(so)))
+    return wa * a + wb * b
+
+# %% ../nbs/03_search.ipynb #50d1bc9e
+def lerp(a, b, t:float)->torch.Tensor:
+    "Linear interpolation `a + t*(b - a)` (exactly `a` at t=0)."
+    return torch.lerp(torch.as_tensor(a).float(), torch.as_tensor(b).float(), t)
+
+def reference_slerp(a, b, t:float)->torch.Tensor:
+    "The reference's `utils.slerp`: the dot product of the un-normalised vectors read as a cosine (a lerp at CLIP norms)."
+    a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
+    x, y = a.flatten(), b.flatten()
+    dot = torch.dot(x, y)
+    if dot < 0: x, dot = -x, -dot                      # the quaternion idiom: the start vector is negated
+    if dot > 0.9995: return torch.lerp(x, y, t).reshape(a.shape)
+    theta = torch.arccos(dot)                          # a true angle only for unit vectors
+    return ((torch.sin((1 - t) * theta) * x + torch.sin(t * theta) * y) / torch.sin(theta)).reshape(a.shape)
+
+INTERPOLATIONS = dict(reference=reference_slerp, lerp=lerp, slerp=slerp)   # SearchLoop.interp names
+
+# %% ../nbs/03_search.ipynb #f003d475
+READD_RULES = ('never', 'if-seed', 'if-not-seed')   # when the running best image gets a branch of its own
+LOOP_BODIES = ('master', 'preprint')                # the two structures, `_search_master` and `_search_preprint`
+
+@dataclass(frozen=True)
+class SearchLoop:
+    "A search loop: its body, its schedules, and a switch for each way the published loops differ"
+    name: str
+    body: str = 'master'               # a LOOP_BODIES name
+    n_samples: int = 100               # samples per iteration
+    strength_start: float = 0.92       # strength s_i = start - drop*((i+1)/n_iter)**power
+    strength_drop: float = 0.30
+    strength_power: int = 3
+    strength_first: float|None = None  # iteration 0's strength, instead of s_0 (boi-v2: 0.92)
+    momentum: float = 0.2              # momentum m_i = momentum*((i+1)/n_iter)**2; 0 keeps the embedding fixed
+    interp: str = 'reference'          # how embeddings move, an INTERPOLATIONS name
+    readd_best: str = 'never'          # a READD_RULES name
+    encoder: str = 'hybrid'            # the encoder that scores the samples (an EncoderSet predictor; the runner's)
+    autoencoder: bool = True           # score against AE-denoised betas (the runner's; needs SearchConfig.use_autoencoder)
+    average_reps: bool = False         # score against the mean of the repetitions, not r averaged over them
+
+    def __post_init__(self):
+        for k, ok in (('body', LOOP_BODIES), ('interp', tuple(INTERPOLATIONS)), ('readd_best', READD_RULES),
+                      ('encoder', EncoderSet.PREDICTORS)):
+            if getattr(self, k) not in ok: raise ValueError(f"SearchLoop({self.name!r}).{k}={getattr(self, k)!r} is invalid: expected one of {ok}.")
+
+    def strengths(self, n_iter:int)->list[float]:
+        "The img2img strength of each iteration"
+        s = strength_schedule(n_iter, self.strength_start, self.strength_drop, self.strength_power)
+        return s if self.strength_first is None else [self.strength_first, *s[1:]]
+    def momenta(self, n_iter:int)->list[float]: return momentum_schedule(n_iter, self.momentum)
+
+# %% ../nbs/03_search.ipynb #b49fa337
+LOOPS = {l.name: l for l in (
+    SearchLoop('ours', interp='lerp', readd_best='if-not-seed'),                  # master, with the changes argued above
+    SearchLoop('master'),                                                          # the published code
+    SearchLoop('preprint', body='preprint', interp='slerp', readd_best='if-not-seed'),
+    SearchLoop('boi-v2', n_samples=64, strength_drop=0.40, strength_power=2, strength_first=0.92, momentum=0.,
+               interp='lerp', encoder='gnet', autoencoder=False, average_reps=True))}
+DEFAULT_LOOP = 'ours'   # SearchConfig.loop and search(loop=) default
 
 # %% ../nbs/03_search.ipynb #d8680cd5
 def _fail(field_, value, expected, fix):
@@ -62,17 +137,20 @@ class SearchConfig:
     out_dir: str|None = None       # results folder (the runner requires it)
     device: str = 'cpu'            # torch device of the generator and encoders
     dtype: str = 'float32'         # generator precision: 'float32' | 'float16' | 'bfloat16'
+    loop: str = DEFAULT_LOOP       # the search loop, a LOOPS name: 'ours' | 'master' | 'preprint' | 'boi-v2'
+    readd_quirk: bool = False      # master/boi-v2: re-add the best image as the published code does (a bug, see LOOPS)
     n_iter: int = 6                # search iterations
-    n_samples: int = 100           # samples per iteration (spread over the branches)
+    n_samples: int|None = None     # samples per iteration (None: the loop's, 100; boi-v2: 64)
     n_branches: int = 4            # seeds kept per iteration (branches of the next one)
     min_per_branch: int = 10       # lower bound of the samples per branch
-    strength_start: float = 0.92   # strength schedule: start - drop*((i+1)/n_iter)**3
-    strength_drop: float = 0.30
-    momentum: float = 0.2          # embedding momentum schedule: momentum*((i+1)/n_iter)**2
+    strength_start: float|None = None  # strength schedule start (None: the loop's, 0.92)
+    strength_drop: float|None = None   # strength schedule drop (None: the loop's, 0.30; boi-v2: 0.40)
+    momentum: float|None = None    # embedding momentum (None: the loop's, 0.2; boi-v2: 0, a fixed embedding)
     init_strength: float = 0.9     # strength of the initial guess (low-level image + mean embedding)
     n_embed: int = 100             # library top-n averaged into the initial embedding
     n_lowlevel: int = 25           # library top-n (GNet, early_vis) averaged into the low-level latents
-    use_autoencoder: bool = True   # denoise the measured betas with the beta autoencoder before ranking/scoring
+    use_autoencoder: bool = True   # denoise the measured betas with the beta autoencoder (ranking; scoring, if the loop does)
+    library_autoencoder: str = 'hybrid'  # library ranking targets: 'hybrid' (one AE for all models) | 'per-model'
     images: tuple|None = None      # nsd ids of test images to reconstruct (None: all test images)
     n_images: int|None = None      # keep only the first n of those (None: all)
     shard: int = 0                 # this run handles images[shard::n_shards]
@@ -88,10 +166,18 @@ class SearchConfig:
 
     def __post_init__(self):
         "Check every field, cheapest first; a bad value raises at once, naming the field and the fix."
-        self._check_run(); self._check_counts(); self._check_schedule(); self._check_images(); self._check_data()
+        self._check_run(); self._check_loop(); self._check_counts(); self._check_schedule(); self._check_images(); self._check_data()
 
-    def strengths(self)->list[float]: return strength_schedule(self.n_iter, self.strength_start, self.strength_drop)
-    def momenta(self)->list[float]: return momentum_schedule(self.n_iter, self.momentum)
+    def strengths(self)->list[float]: return self.search_loop().strengths(self.n_iter)
+    def momenta(self)->list[float]: return self.search_loop().momenta(self.n_iter)
+
+# %% ../nbs/03_search.ipynb #e6807357
+@patch
+def search_loop(self:SearchConfig)->SearchLoop:
+    "The run's loop: `LOOPS[loop]` with this configuration's overrides"
+    over = {k: getattr(self, k) for k in ('n_samples', 'strength_start', 'strength_drop', 'momentum') if getattr(self, k) is not None}
+    if self.readd_quirk: over['readd_best'] = 'if-seed'
+    return replace(LOOPS[self.loop], **over)
 
 # %% ../nbs/03_search.ipynb #610cd9a0
 @patch
@@ -104,25 +190,40 @@ def _check_run(self:SearchConfig):
               "Use device='cpu' or run on a GPU machine.")
     if self.scheduler not in SCHEDULERS: _fail('scheduler', self.scheduler, f"one of {SCHEDULERS}", "")
 
+# %% ../nbs/03_search.ipynb #018c31ad
+LIBRARY_AUTOENCODERS = ('hybrid', 'per-model')
+
+@patch
+def _check_loop(self:SearchConfig):
+    if self.loop not in LOOPS: _fail('loop', self.loop, f"one of {tuple(LOOPS)}", "Pass one of these (secondsight.search.LOOPS defines them).")
+    if self.readd_quirk and LOOPS[self.loop].readd_best != 'never':
+        _fail('readd_quirk', self.readd_quirk, f"False with loop={self.loop!r}, which re-adds the best image by its own rule "
+              f"({LOOPS[self.loop].readd_best!r})", "The quirk is the published code's: use it with loop='master' or 'boi-v2'.")
+    if self.library_autoencoder not in LIBRARY_AUTOENCODERS:
+        _fail('library_autoencoder', self.library_autoencoder, f"one of {LIBRARY_AUTOENCODERS}", "Pass one of these.")
+
 # %% ../nbs/03_search.ipynb #ac2a6607
 @patch
 def _check_counts(self:SearchConfig):
     for k in ('n_iter', 'n_samples', 'n_branches', 'min_per_branch', 'n_embed', 'n_lowlevel', 'n_shards', 'num_inference_steps', 'max_batch'):
         v = getattr(self, k)
+        if k == 'n_samples' and v is None: continue
         if not isinstance(v, (int, np.integer)) or v < 1: _fail(k, v, "an integer >= 1", "Pass a positive integer.")
-    if self.n_branches > self.n_samples:
-        _fail('n_branches', self.n_branches, f"at most n_samples={self.n_samples} (each branch is seeded by one "
+    n = self.search_loop().n_samples
+    if self.n_branches > n:
+        _fail('n_branches', self.n_branches, f"at most n_samples={n} (each branch is seeded by one "
               "of the previous iteration's samples)", "Lower n_branches or raise n_samples.")
 
 # %% ../nbs/03_search.ipynb #66188f74
 @patch
 def _check_schedule(self:SearchConfig):
-    s = self.strengths()
+    lp = self.search_loop()
+    s = lp.strengths(self.n_iter)
     if not all(0 < x <= 1 for x in s) or not 0 < self.init_strength <= 1:
         _fail('strength_start', (self.strength_start, self.strength_drop, self.init_strength),
-              f"strengths in (0, 1]; the schedule start - drop*((i+1)/n_iter)**3 gives {[round(x, 3) for x in s]} "
-              f"and init_strength={self.init_strength}", "Use 0 < strength_start - strength_drop and strength_start <= 1.")
-    if not 0 <= self.momentum <= 1: _fail('momentum', self.momentum, "a slerp weight in [0, 1]", "")
+              f"strengths in (0, 1]; loop {lp.name!r}'s schedule start - drop*((i+1)/n_iter)**{lp.strength_power} gives "
+              f"{[round(x, 3) for x in s]} and init_strength={self.init_strength}", "Use 0 < strength_start - strength_drop and strength_start <= 1.")
+    if not 0 <= lp.momentum <= 1: _fail('momentum', self.momentum, "an interpolation weight in [0, 1]", "")
 
 # %% ../nbs/03_search.ipynb #fc043d54
 @patch
@@ -163,30 +264,43 @@ def _take_rows(p, idx):
     if torch.is_tensor(p): return p[idx if isinstance(idx, slice) else torch.as_tensor(idx)]
     return p[idx]
 
-def rank_library(queries,               # (q, nvox) or nested (q, reps, nvox) measured (or denoised) betas
-                 primes,                # (L, nvox) library beta primes, or a list of them (one per encoder, averaged)
+def _per_encoder(queries, primes)->tuple[list, list]:
+    "Parallel lists (queries, primes): one query set for all encoders, or a dict of them matching a dict of primes."
+    if not isinstance(primes, dict):
+        primes = list(primes) if isinstance(primes, (list, tuple)) else [primes]
+        if isinstance(queries, dict): raise ValueError(f"queries per encoder {sorted(queries)} need primes as a dict with the same names")
+        return [queries] * len(primes), primes
+    if not isinstance(queries, dict): return [queries] * len(primes), list(primes.values())
+    missing = [k for k in primes if k not in queries]
+    if missing: raise ValueError(f"no queries for encoder {missing[0]!r}: got queries for {sorted(queries)}, primes for {list(primes)}")
+    return [queries[k] for k in primes], list(primes.values())
+
+# %% ../nbs/03_search.ipynb #22830086
+def rank_library(queries,               # (q, nvox) or nested (q, reps, nvox) measured (or denoised) betas, or a dict of them per encoder
+                 primes,                # (L, nvox) library beta primes, a list of them, or a dict encoder -> them (averaged)
                  mask=None,             # optional bool (nvox,) ROI mask
                  top_k:int=100,         # library images kept per query
                  rows=None,             # optional int array: rank only these rows of `primes` (e.g. library nsd ids)
                  chunk_size:int=4096,   # library rows standardized at once (bounds memory)
                  progress:bool=False):
     "Top-k library rows per query by Pearson r (mean over repetitions and encoders): `(scores (q,k), idx (q,k))`."
-    primes = list(primes) if isinstance(primes, (list, tuple)) else [primes]
+    qs, primes = _per_encoder(queries, primes)
     n_rows = {tuple(p.shape) for p in primes}
     if len(n_rows) != 1: raise ValueError(f"all primes must have the same shape (one row per library image); got {sorted(n_rows)}")
     (n_lib, nvox), = n_rows
     if rows is not None: rows = np.asarray(rows, dtype=np.int64); n_lib = len(rows)
-    qshape = tuple(np.shape(queries))
-    if qshape[-1] != nvox: raise ValueError(f"queries have {qshape[-1]} voxels but the primes have {nvox}: use the same subject and voxel order")
+    for q in qs:
+        if np.shape(q)[-1] != nvox: raise ValueError(f"queries have {np.shape(q)[-1]} voxels but the primes have {nvox}: use the same subject and voxel order")
     if not 1 <= top_k <= n_lib: raise ValueError(f"top_k={top_k} must be in 1..{n_lib} (the library size)")
-    Q = mean_query(queries, mask)                                   # (q, m)
-    best_s, best_i = Q.new_zeros((len(Q), 0)), torch.zeros((len(Q), 0), dtype=torch.long)
+    Q = {id(q): mean_query(q, mask) for q in qs}                    # (q, m) per distinct query set
+    Qs = [Q[id(q)] for q in qs]
+    best_s, best_i = Qs[0].new_zeros((len(Qs[0]), 0)), torch.zeros((len(Qs[0]), 0), dtype=torch.long)
     for s in tqdm(range(0, n_lib, chunk_size), desc='ranking library', disable=not progress, leave=False):
         e = min(s + chunk_size, n_lib)
         idx = slice(s, e) if rows is None else rows[s:e]
-        sc = sum(Q @ standardize_rows(_take_rows(p, idx), mask).T for p in primes) / len(primes)   # (q, e-s)
+        sc = sum(Qe @ standardize_rows(_take_rows(p, idx), mask).T for Qe, p in zip(Qs, primes)) / len(primes)   # (q, e-s)
         cat_s = torch.cat([best_s, sc], 1)
-        cat_i = torch.cat([best_i, torch.arange(s, e).expand(len(Q), -1)], 1)
+        cat_i = torch.cat([best_i, torch.arange(s, e).expand(len(Qs[0]), -1)], 1)
         best_s, j = cat_s.topk(min(top_k, cat_s.shape[1]), dim=1)
         best_i = cat_i.gather(1, j)
     return best_s, best_i
@@ -199,21 +313,6 @@ class Generator(Protocol):
     def encode_latents(self, images) -> torch.Tensor: ...  # images -> latents
     def decode_latents(self, latents) -> torch.Tensor: ... # latents -> images (n,3,H,W) in [0, 1]
     def vary(self, init_images, embeds, strength:float, n:int, seed:int|Sequence[int]=0) -> torch.Tensor: ...  # n variations
-
-# %% ../nbs/03_search.ipynb #3f757fc4
-def slerp(a:torch.Tensor, # (..., d) start (t=0)
-          b:torch.Tensor, # (..., d) end (t=1)
-          t:float,        # interpolation weight in [0, 1]
-          eps:float=1e-7)->torch.Tensor:
-    "Spherical interpolation from `a` to `b` (linear when they are parallel)."
-    a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
-    cos = (F.normalize(a, dim=-1, eps=eps) * F.normalize(b, dim=-1, eps=eps)).sum(-1, keepdim=True).clamp(-1, 1)
-    omega = torch.arccos(cos)
-    so = torch.sin(omega)
-    lin = so.abs() < 1e-4
-    wa = torch.where(lin, 1 - t, torch.sin((1 - t) * omega) / so.where(~lin, torch.ones_like(so)))
-    wb = torch.where(lin, torch.full_like(so, t), torch.sin(t * omega) / so.where(~lin, torch.ones_like(so)))
-    return wa * a + wb * b
 
 # %% ../nbs/03_search.ipynb #c866e475
 def _broadcast(x:torch.Tensor, n:int, what:str)->torch.Tensor:
@@ -466,7 +565,7 @@ class InitialGuess:
     lowlevel: torch.Tensor      # (1,3,H,W) decoded mean latents of lowlevel_ids
 
 # %% ../nbs/03_search.ipynb #78711436
-def initial_guesses(queries,               # (q, reps, nvox) measured (or denoised) betas, all-zero rows = missing
+def initial_guesses(queries,               # (q, reps, nvox) measured (or denoised) betas, or a dict of them per encoder
                     library_ids,           # (L,) nsd ids of the library (rows of `primes` and `embeds` are nsd ids)
                     primes:dict,           # encoder name -> (n_images, nvox) beta primes, row = nsd id
                     embeds,                # (n_images, d) image embeddings, row = nsd id
@@ -479,8 +578,8 @@ def initial_guesses(queries,               # (q, reps, nvox) measured (or denois
     lib = np.asarray(library_ids)
     for k in (*hybrid, *lowlevel):
         if k not in primes: raise KeyError(f"no beta primes for encoder {k!r}: got {sorted(primes)}")
-    s_h, i_h = rank_library(queries, [primes[k] for k in hybrid], top_k=n_embed, rows=lib, progress=progress)
-    _, i_l = rank_library(queries, [primes[k] for k in lowlevel], mask=early_mask, top_k=n_lowlevel, rows=lib, progress=progress)
+    s_h, i_h = rank_library(queries, {k: primes[k] for k in hybrid}, top_k=n_embed, rows=lib, progress=progress)
+    _, i_l = rank_library(queries, {k: primes[k] for k in lowlevel}, mask=early_mask, top_k=n_lowlevel, rows=lib, progress=progress)
     out = []
     for q in tqdm(range(len(i_h)), desc='initial guesses', disable=not progress, leave=False):
         ids, low_ids = lib[i_h[q].numpy()], lib[i_l[q].numpy()]
@@ -492,74 +591,184 @@ def initial_guesses(queries,               # (q, reps, nvox) measured (or denois
 # %% ../nbs/03_search.ipynb #220cfc7f
 @dataclass
 class SearchResult:
-    "Outcome of one search: the best image, each iteration's best, and the final distribution."
-    best_image: torch.Tensor        # (1,3,H,W) the reconstruction (best score over all iterations)
+    "Outcome of one search: the reconstruction, each iteration's image, and the final distribution."
+    loop: str                       # the loop's name
+    best_image: torch.Tensor        # (1,3,H,W) the reconstruction
     best_score: float               # its Pearson r with the target betas
-    best_iter: int                  # iteration (0-based) where it was found
-    iter_images: list               # best image (1,3,H,W) of each iteration
-    iter_scores: list               # its score
+    best_iter: int                  # iteration (0-based) it was drawn in
+    iter_images: list               # image (1,3,H,W) after each iteration (master: the running best; preprint: its own best)
+    iter_scores: list               # their scores
     iter_mean_scores: list          # mean score of each iteration's samples
-    samples: torch.Tensor           # (n,3,H,W) the last iteration's samples (the final distribution)
+    branch_means: list              # per iteration, the mean score of each branch's samples
+    samples: torch.Tensor           # (n,3,H,W) the final distribution (master: the best-mean batch; preprint: the last iteration)
     sample_scores: torch.Tensor     # (n,) their scores
-    embed: torch.Tensor             # (d,) the current embedding at the end
+    samples_iter: int               # iteration (0-based) the final distribution was drawn in
+    samples_mean: float             # its mean score
+    embed: torch.Tensor             # (d,) the running embedding at the end
     strengths: list                 # img2img strength per iteration
     momenta: list                   # embedding momentum per iteration
     n_per_branch: list              # samples per branch per iteration
-    n_branches: list                # branches per iteration (n_branches, +1 when the best image is re-added)
+    n_branches: list                # branches per iteration
     seeds: list                     # base seed per iteration and branch
 
-# %% ../nbs/03_search.ipynb #db2d0c93
+# %% ../nbs/03_search.ipynb #89b8c9b1
+def _draw(generator, encoder, betas, mask, branches, strength:float, n:int, seeds:list):
+    "n samples from each branch (init image, embedding) and their scores: ((B*n,3,H,W), (B*n,))"
+    imgs = torch.cat([generator.vary(img, emb[None], strength, n, seed=sd) for (img, emb), sd in zip(branches, seeds)])
+    return imgs, brain_scores(encoder.predict(imgs), betas, mask)
+
+def _readd(rule:str, best_id, seed_ids)->bool:
+    "Does the running best image get a branch of its own? (`rule` from READD_RULES)"
+    if best_id is None or rule == 'never': return False
+    return (best_id in seed_ids) == (rule == 'if-seed')
+
+def _log(r:dict, image, score:float, scores, means, k:int, seeds:list):
+    "Append one iteration's records to `r`."
+    for key, v in dict(iter_images=image, iter_scores=score, iter_mean_scores=float(scores.mean()), branch_means=means.tolist(),
+                       n_per_branch=k, n_branches=len(seeds), seeds=seeds).items(): r.setdefault(key, []).append(v)
+
+# %% ../nbs/03_search.ipynb #5bace416
+def _search_master(loop, betas, init_image, c, encoder, generator, *, n_iter, n_samples, n_branches, strengths, momenta,
+                   min_per_branch, mask, seed, progress)->SearchResult:
+    "Master's loop: iteration 0 is one batch; the result is the best sample of the batch with the best mean score."
+    mix, best, r = INTERPOLATIONS[loop.interp], dict(mean=-1., id=None, image=init_image, toward=c), {}
+    imgs = scores = None                                        # the previous iteration's samples
+    for it in tqdm(range(n_iter), desc=f'search ({loop.name})', disable=not progress, leave=False):
+        s, m = strengths[it], momenta[it]
+        # 1. Branches: iteration 0 is one batch from the initial guess; then the previous iteration's top n_branches
+        if it == 0: seed_imgs, towards, k = [init_image], [c], n_samples
+        else:
+            k, top = samples_per_branch(n_samples, n_branches, s, min_per_branch), scores.topk(n_branches).indices
+            seed_imgs, towards = [imgs[j:j + 1] for j in top], [mix(c, e, m) for e in _as_tensor(generator.embed(imgs[top]))]
+            if _readd(loop.readd_best, best['id'], [(it - 1, int(j)) for j in top]):
+                seed_imgs.append(best['image']); towards.append(c)
+        branches, seeds = [(im, mix(c, t, m)) for im, t in zip(seed_imgs, towards)], [derive_seed(seed, it, b) for b in range(len(seed_imgs))]
+        # 2. Generate (one call per branch) and score (one encoder call)
+        imgs, scores = _draw(generator, encoder, betas, mask, branches, s, k, seeds)
+        # 3. The running best: the batch with the highest mean score so far, and its best sample
+        means = scores.view(len(branches), k).mean(1)
+        for b, mb in enumerate(means.tolist()):
+            if mb > best['mean']:
+                j, sl = b * k + int(scores[b * k:(b + 1) * k].argmax()), slice(b * k, (b + 1) * k)
+                best = dict(mean=mb, id=(it, j), image=imgs[j:j + 1], score=float(scores[j]), iter=it, toward=towards[b],
+                            samples=imgs[sl], sample_scores=scores[sl])
+        if it == 0 and best['id'] is not None: best['toward'] = _as_tensor(generator.embed(best['image']))[0]   # its own embedding
+        # 4. The running embedding moves every iteration, towards the best batch's embedding
+        c = mix(c, best['toward'], m)
+        _log(r, best['image'], best['score'], scores, means, k, seeds)
+    if best['id'] is None: raise ValueError("no batch had a mean score above -1 (NaN scores?): check the encoder's predictions and the target betas")
+    return SearchResult(loop.name, best['image'], best['score'], best['iter'], samples=best['samples'], sample_scores=best['sample_scores'],
+                        samples_iter=best['iter'], samples_mean=best['mean'], embed=c, strengths=strengths, momenta=momenta, **r)
+
+# %% ../nbs/03_search.ipynb #531c8dff
+def _search_preprint(loop, betas, init_image, c, encoder, generator, *, n_iter, n_samples, n_branches, strengths, momenta,
+                     min_per_branch, mask, seed, progress)->SearchResult:
+    "The preprint's loop: branches from iteration 0; the result is the best single sample."
+    mix, r, best = INTERPOLATIONS[loop.interp], {}, None
+    seed_imgs, seed_embs, seed_ids = [init_image] * n_branches, [c] * n_branches, [('init', b) for b in range(n_branches)]
+    for it in tqdm(range(n_iter), desc=f'search ({loop.name})', disable=not progress, leave=False):
+        s, m = strengths[it], momenta[it]
+        k = samples_per_branch(n_samples, n_branches, s, min_per_branch)
+        # 1. Branches: the seeds, each embedding moved m towards its seed's, plus the best image by the loop's rule
+        branches = [(seed_imgs[b], mix(c, seed_embs[b], m)) for b in range(n_branches)]
+        if _readd(loop.readd_best, best and best['id'], seed_ids): branches.append((best['image'], c))
+        seeds = [derive_seed(seed, it, b) for b in range(len(branches))]
+        # 2. Generate (one call per branch) and score (one encoder call)
+        imgs, scores = _draw(generator, encoder, betas, mask, branches, s, k, seeds)
+        # 3. Next seeds: the top n_branches samples of the iteration
+        top = scores.topk(n_branches).indices
+        seed_imgs, seed_ids = [imgs[j:j + 1] for j in top], [(it, int(j)) for j in top]
+        seed_embs = list(_as_tensor(generator.embed(imgs[top])))
+        # 4. The iteration's best: best sample of the branch with the highest mean score; the embedding moves if it improves
+        means = scores.view(len(branches), k).mean(1)
+        bb = int(means.argmax())
+        j = bb * k + int(scores[bb * k:(bb + 1) * k].argmax())
+        _log(r, imgs[j:j + 1], float(scores[j]), scores, means, k, seeds)
+        if best is None or float(scores[j]) > best['score']:
+            best = dict(image=imgs[j:j + 1], score=float(scores[j]), iter=it, id=(it, j))
+            c = mix(c, branches[bb][1], m)
+    return SearchResult(loop.name, best['image'], best['score'], best['iter'], samples=imgs, sample_scores=scores,
+                        samples_iter=n_iter - 1, samples_mean=float(scores.mean()), embed=c, strengths=strengths, momenta=momenta, **r)
+
+# %% ../nbs/03_search.ipynb #6dcc9fbc
+def _as_loop(loop)->SearchLoop:
+    "A SearchLoop, or the one LOOPS names"
+    if isinstance(loop, SearchLoop): return loop
+    if loop not in LOOPS: raise ValueError(f"loop={loop!r} is not a search loop: expected one of {tuple(LOOPS)} or a SearchLoop")
+    return LOOPS[loop]
+
+# %% ../nbs/03_search.ipynb #f44f92ad
 def search(betas,                       # (reps, nvox) or (nvox,) target betas; all-zero rows = missing repetitions
            init_image,                  # (1,3,H,W) initial image (the low-level image)
            init_embed,                  # (d,) initial embedding (mean of the library top-100)
-           encoder,                     # `.predict(images) -> (n, nvox)` (the hybrid ensemble)
+           encoder,                     # `.predict(images) -> (n, nvox)` (the loop's: the hybrid ensemble, or GNet)
            generator,                   # `.vary(...)` and `.embed(...)` (UnCLIPGenerator, DemoGenerator)
-           n_iter:int=6, n_samples:int=100, n_branches:int=4,
-           strengths:Sequence[float]|None=None,  # per-iteration strength (default: the paper's schedule)
-           momenta:Sequence[float]|None=None,    # per-iteration embedding momentum (default: the paper's)
+           loop:str|SearchLoop=DEFAULT_LOOP,     # a LOOPS name or a SearchLoop
+           n_iter:int=6, n_samples:int|None=None, n_branches:int=4,   # n_samples None: the loop's
+           strengths:Sequence[float]|None=None,  # per-iteration strength (default: the loop's schedule)
+           momenta:Sequence[float]|None=None,    # per-iteration embedding momentum (default: the loop's)
            min_per_branch:int=10,       # lower bound of the samples per branch
            mask=None,                   # optional bool (nvox,) voxels used for scoring
            seed:int=0,                  # base seed: branch b of iteration i uses derive_seed(seed, i, b)
            progress:bool=False)->SearchResult:
-    "Second Sight's stochastic search: a pure function of (betas, initial guess, encoder, generator, schedule, seed)."
+    "Second Sight's stochastic search, as `loop` runs it: a pure function of (betas, initial guess, encoder, generator, loop, seed)."
     # 1. Check inputs
-    strengths = strength_schedule(n_iter) if strengths is None else list(strengths)
-    momenta = momentum_schedule(n_iter) if momenta is None else list(momenta)
+    loop = _as_loop(loop)
+    n_samples = loop.n_samples if n_samples is None else n_samples
+    strengths = loop.strengths(n_iter) if strengths is None else list(strengths)
+    momenta = loop.momenta(n_iter) if momenta is None else list(momenta)
     if len(strengths) != n_iter or len(momenta) != n_iter:
         raise ValueError(f"got {len(strengths)} strengths and {len(momenta)} momenta for n_iter={n_iter}: pass one per iteration")
     if not 1 <= n_branches <= n_samples: raise ValueError(f"n_branches={n_branches} must be in 1..n_samples={n_samples}")
     betas = _as_tensor(betas)
     betas = betas[None] if betas.ndim == 1 else betas
-    init_embed = _as_tensor(init_embed).reshape(-1)
-    # 2. Branch state: seed image, seed embedding and sample id per branch
-    seed_imgs, seed_embs, seed_ids = [init_image] * n_branches, [init_embed] * n_branches, [('init', b) for b in range(n_branches)]
-    cur, best = init_embed, None
-    r = dict(iter_images=[], iter_scores=[], iter_mean_scores=[], n_per_branch=[], n_branches=[], seeds=[])
-    for it in tqdm(range(n_iter), desc='search', disable=not progress, leave=False):
-        s, m = strengths[it], momenta[it]
-        k = samples_per_branch(n_samples, n_branches, s, min_per_branch)
-        # 3. Branches: the seeds, plus the overall best image when it is no longer a seed
-        branches = [(seed_imgs[b], slerp(cur, seed_embs[b], m)) for b in range(n_branches)]
-        if best is not None and best['id'] not in seed_ids: branches.append((best['image'], cur))
-        seeds = [derive_seed(seed, it, b) for b in range(len(branches))]
-        # 4. Generate (one call per branch) and score (one encoder call per iteration)
-        imgs = torch.cat([generator.vary(img, emb[None], s, k, seed=sd) for (img, emb), sd in zip(branches, seeds)])
-        scores = brain_scores(encoder.predict(imgs), betas, mask)          # (len(branches)*k,)
-        # 5. Next seeds: the top n_branches samples of the iteration
-        top = scores.topk(n_branches).indices
-        seed_imgs, seed_ids = [imgs[j:j + 1] for j in top], [(it, int(j)) for j in top]
-        seed_embs = list(_as_tensor(generator.embed(imgs[top])))
-        # 6. The iteration's best: best sample of the branch with the highest mean score
-        bb = int(scores.view(len(branches), k).mean(1).argmax())
-        j = bb * k + int(scores[bb * k:(bb + 1) * k].argmax())
-        r['iter_images'].append(imgs[j:j + 1]); r['iter_scores'].append(float(scores[j]))
-        r['iter_mean_scores'].append(float(scores.mean())); r['n_per_branch'].append(k)
-        r['n_branches'].append(len(branches)); r['seeds'].append(seeds)
-        if best is None or float(scores[j]) > best['score']:
-            best = dict(image=imgs[j:j + 1], score=float(scores[j]), iter=it, id=(it, j))
-            cur = slerp(cur, branches[bb][1], m)
-    return SearchResult(best_image=best['image'], best_score=best['score'], best_iter=best['iter'], samples=imgs,
-                        sample_scores=scores, embed=cur, strengths=strengths, momenta=momenta, **r)
+    if loop.average_reps: betas = betas[betas.ne(0).any(-1)].mean(0, keepdim=True)     # one target: the repetitions' mean
+    # 2. The loop's body
+    body = dict(master=_search_master, preprint=_search_preprint)[loop.body]
+    return body(loop, betas, init_image, _as_tensor(init_embed).reshape(-1), encoder, generator, n_iter=n_iter, n_samples=n_samples,
+                n_branches=n_branches, strengths=strengths, momenta=momenta, min_per_branch=min_per_branch, mask=mask, seed=seed, progress=progress)
+
+# %% ../nbs/03_search.ipynb #695bd5cc
+class RecordingGenerator:
+    "A test double of the image model: records each `vary` call; an image's channels 0 and 1 hold its id and quality."
+    def __init__(self, d:int=16, size:int=4, norm:float=20., step:float=0.1, offsets:dict|None=None):
+        self.d, self.size, self.norm, self.step, self.offsets = d, size, norm, step, offsets or {}   # offsets: call -> quality shift
+        self.calls, self.n_made = [], 0
+    def image(self, id_:int, quality:float)->torch.Tensor:
+        "One image (1,3,size,size) with this id and quality"
+        x = torch.zeros(1, 3, self.size, self.size); x[:, 0], x[:, 1] = float(id_), float(quality); return x
+    def ids(self, images)->list[int]: return [int(v) for v in _as_tensor(images)[:, 0, 0, 0]]
+    def qualities(self, images)->torch.Tensor: return _as_tensor(images)[:, 1, 0, 0]
+    def embed(self, images)->torch.Tensor:
+        "A fixed random embedding per id, of norm `norm`, around a shared direction (cosines ~0.7, as CLIP's)"
+        g = lambda i: torch.randn(self.d, generator=torch.Generator().manual_seed(i))
+        return self.norm * F.normalize(torch.stack([g(-10**6) + 0.6 * g(10**6 + i) for i in self.ids(images)]), dim=1)
+    def encode_latents(self, images): return _as_tensor(images).clone()
+    def decode_latents(self, latents): return _as_tensor(latents).clone()
+
+# %% ../nbs/03_search.ipynb #4f175fe4
+@patch
+def vary(self:RecordingGenerator, init_images, embeds, strength:float, n:int, seed:int|Sequence[int]=0)->torch.Tensor:
+    "n new images: fresh ids, quality = the init image's + a seeded step (clamped to (-0.99, 0.99)); the call is recorded"
+    init = _as_tensor(init_images)
+    steps = torch.tensor([float(torch.rand(1, generator=torch.Generator().manual_seed(s))) - 0.5 for s in sample_seeds(seed, n)])
+    q = (self.qualities(_broadcast(init, n, 'init_images')) + self.step * steps + self.offsets.get(len(self.calls), 0.)).clamp(-0.99, 0.99)
+    out = torch.cat([self.image(self.n_made + i, q[i]) for i in range(n)])
+    self.calls.append(dict(strength=strength, n=n, embed=_as_tensor(embeds).clone(), init_ids=self.ids(init), ids=self.ids(out),
+                           q=q.tolist(), seed=seed))
+    self.n_made += n
+    return out
+
+class QualityEncoder:
+    "A test double of the brain encoder: predicted betas whose Pearson r with `target` (nvox,) is the image's quality"
+    def __init__(self, target, seed:int=0):
+        t = standardize_rows(_as_tensor(target).reshape(1, -1))[0]
+        u = standardize_rows(torch.randn(1, len(t), generator=torch.Generator().manual_seed(derive_seed('noise', seed))))[0]
+        u = u - (u @ t) * t                                            # orthogonal to the target, still mean 0
+        self.t, self.u = t, u / u.norm()
+    def predict(self, images, **kw)->torch.Tensor:
+        q = _as_tensor(images)[:, 1, 0, 0].clamp(-1, 1)[:, None]
+        return q * self.t + (1 - q ** 2).sqrt() * self.u
 
 # %% ../nbs/03_search.ipynb #3546f327
 class RunFolder:
@@ -593,16 +802,25 @@ def select_images(cfg:SearchConfig, test_ids)->list[int]:
 # %% ../nbs/03_search.ipynb #f09a778f
 RUN_INDEPENDENT = ('images', 'n_images', 'shard', 'n_shards', 'device', 'out_dir', 'data_root', 'models_dir', 'max_batch')
 
+def _config_diff(old:dict, new:dict)->list[str]:
+    "'field: old -> new' for each run-defining field that differs (a dict field: per key)"
+    out = []
+    for k, v in new.items():
+        a = old.get(k)
+        if k in RUN_INDEPENDENT or a == v: continue
+        if isinstance(a, dict) and isinstance(v, dict): out += [f"{k}.{j}: {a.get(j)!r} -> {w!r}" for j, w in v.items() if a.get(j) != w]
+        else: out.append(f"{k}: {a!r} -> {v!r}" if not isinstance(v, dict) else f"{k}: {a!r} -> {{...}}")
+    return out
+
 def claim_out_dir(cfg:SearchConfig)->Path:
     "Create `cfg.out_dir` with config.json, or check that an existing one holds the same configuration."
     if cfg.out_dir is None: raise ValueError("SearchConfig.out_dir is None: the runner needs a folder for the results (papermill: -p out_dir PATH)")
     out = Path(cfg.out_dir); out.mkdir(parents=True, exist_ok=True)
-    p, new = RunFolder(out).config, asdict(cfg)
+    p, new = RunFolder(out).config, json.loads(json.dumps(asdict(cfg) | dict(search_loop=asdict(cfg.search_loop()))))
     with file_lock(p):
         if p.exists():
-            old = json.loads(p.read_text())
-            diff = {k: (old.get(k), v) for k, v in json.loads(json.dumps(new)).items() if k not in RUN_INDEPENDENT and old.get(k) != v}
-            if diff: raise ValueError(f"{out} holds results of another configuration ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())}): "
+            diff = _config_diff(json.loads(p.read_text()), new)
+            if diff: raise ValueError(f"{out} holds results of another configuration ({', '.join(diff)}): "
                                       "use another out_dir, or delete the folder to start over.")
         else:
             with atomic_write(p, 'w') as f: json.dump(new, f, indent=1)
@@ -628,6 +846,19 @@ def denoise_betas(nested, autoencoder)->torch.Tensor:
     valid = x.ne(0).any(-1)
     if valid.any(): x[valid] = autoencoder.denoise(x[valid])
     return x
+
+# %% ../nbs/03_search.ipynb #561665f4
+def library_autoencoders(cfg:SearchConfig, autoencoders:dict|None)->dict|None:
+    "The per-model autoencoders the run's library step needs (None: it ranks against one target); raises when missing"
+    if not (cfg.use_autoencoder and cfg.library_autoencoder == 'per-model'): return None
+    missing = [k for k in ('gnet', 'clip') if k not in (autoencoders or {})]
+    if missing:
+        raise ValueError(f"SearchConfig.library_autoencoder='per-model' needs a beta autoencoder per library model, but {missing} "
+                         "are missing (get_encoders loads only the hybrid one): pass run_subject(..., autoencoders={'gnet': ..., "
+                         "'clip': ...}), on NSD the hub's sub0N_gnet_autoencoder.pt and sub0N_clip_autoencoder.pt loaded with "
+                         "load_released_autoencoder, on the demo autoencoders trained with train_autoencoder on each model's "
+                         "beta primes; or use library_autoencoder='hybrid'.")
+    return {k: autoencoders[k] for k in ('gnet', 'clip')}
 
 # %% ../nbs/03_search.ipynb #bef0fc7e
 def stage_scores(stages:dict, seen, measured, encoder, true_brain=None)->dict:
@@ -670,10 +901,10 @@ def plot_stages(stages:dict, seen, scores:dict, title:str='', fname=None):
 # %% ../nbs/03_search.ipynb #f2f81eb8
 def reconstruct_image(cfg:SearchConfig, subject, nsd_id:int,
                       measured,              # (reps, nvox) measured betas (all-zero rows = missing)
-                      target,                # (reps, nvox) betas the search scores against (AE-denoised or measured)
+                      target,                # (reps, nvox) the same, AE-denoised (or measured, without the autoencoder)
                       guess:InitialGuess, encoders:EncoderSet, generator, progress:bool=False)->dict:
     "Run every stage for one test image and write its folder (atomically, result.json last); returns the result."
-    t0, subj = time.time(), cfg.subj
+    t0, subj, loop = time.time(), cfg.subj, cfg.search_loop()
     run = RunFolder(cfg.out_dir)
     final, stage_dir = run.image_dir(nsd_id), run.image_dir(nsd_id, staging=True)
     shutil.rmtree(stage_dir, ignore_errors=True); stage_dir.mkdir(parents=True)
@@ -684,10 +915,9 @@ def reconstruct_image(cfg:SearchConfig, subject, nsd_id:int,
     rand_id = int(lib[np.random.default_rng(seeds['random']).integers(len(lib))])
     seen, rand_img, lib_img = (as_images(subject.images(np.array([i]))) for i in (nsd_id, rand_id, guess.library_ids[0]))
     initial = generator.vary(guess.lowlevel, guess.embed[None], cfg.init_strength, 1, seed=seeds['initial'])
-    # 2. The search
-    res = search(target, guess.lowlevel, guess.embed, encoders.hybrid, generator, n_iter=cfg.n_iter, n_samples=cfg.n_samples,
-                 n_branches=cfg.n_branches, strengths=cfg.strengths(), momenta=cfg.momenta(), min_per_branch=cfg.min_per_branch,
-                 seed=seeds['search'], progress=progress)
+    # 2. The search, with the loop's encoder and target
+    res = search(target if loop.autoencoder else measured, guess.lowlevel, guess.embed, encoders.predictor(loop.encoder), generator,
+                 loop=loop, n_iter=cfg.n_iter, n_branches=cfg.n_branches, min_per_branch=cfg.min_per_branch, seed=seeds['search'], progress=progress)
     iters = {f'iter_{i + 1:02d}': im for i, im in enumerate(res.iter_images)}
     stages = dict(random=rand_img, library=lib_img, lowlevel=guess.lowlevel, initial=initial, **iters, final=res.best_image)
     stages = {k: as_images(to_uint8(im)) for k, im in stages.items()}      # 8-bit, as stored: scores are those of the PNGs
@@ -700,12 +930,15 @@ def reconstruct_image(cfg:SearchConfig, subject, nsd_id:int,
     with atomic_write(stage_dir / 'samples.npz') as tmp:
         np.savez_compressed(tmp, samples=to_uint8(res.samples), scores=res.sample_scores.numpy())
     plot_stages(stages, seen, scores, f"{subj_name(subj)} nsd {nsd_id}: hybrid r / true r", fname=stage_dir / 'figure.png')
-    result = dict(subj=subj, dataset=cfg.dataset, nsd_id=int(nsd_id), stages=list(stages), **scores,
+    result = dict(subj=subj, dataset=cfg.dataset, nsd_id=int(nsd_id), loop=loop.name, stages=list(stages), **scores,
                   search_score={k: v for k, v in zip(iters, res.iter_scores)}, search_mean_score=res.iter_mean_scores,
-                  best_iter=res.best_iter + 1, strength=res.strengths, momentum=res.momenta, n_per_branch=res.n_per_branch,
+                  search_branch_means=res.branch_means, best_iter=res.best_iter + 1,
+                  final_distribution=dict(iter=res.samples_iter + 1, n=len(res.samples), mean_score=res.samples_mean),
+                  strength=res.strengths, momentum=res.momenta, n_per_branch=res.n_per_branch,
                   n_branches=res.n_branches, random_nsd_id=rand_id, library_nsd_ids=[int(i) for i in guess.library_ids[:10]],
                   library_scores=[float(s) for s in guess.library_scores[:10]], lowlevel_nsd_ids=[int(i) for i in guess.lowlevel_ids],
-                  seeds=dict(seeds, base=cfg.seed, iterations=res.seeds), settings=asdict(cfg), seconds=round(time.time() - t0, 2))
+                  seeds=dict(seeds, base=cfg.seed, iterations=res.seeds), settings=asdict(cfg), search_loop=asdict(loop),
+                  seconds=round(time.time() - t0, 2))
     with atomic_write(run.result(nsd_id, staging=True), 'w') as f: json.dump(result, f, indent=1)
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists(): shutil.rmtree(final)          # an unfinished folder (no result.json) from elsewhere
@@ -717,11 +950,14 @@ def run_subject(cfg:SearchConfig,     # the run (out_dir required)
                 subject=None,         # a loaded `Subject` (default: load_subject(cfg.subj, cfg.dataset, cfg.data_root))
                 encoders:EncoderSet|None=None,  # `get_encoders(...)` output (default: built for the subject)
                 generator=None,       # the generator (default: `make_generator(cfg, ...)`)
-                progress:bool=True)->list[dict]:
+                progress:bool=True,
+                autoencoders:dict|None=None,    # library_autoencoder='per-model': {'gnet': ..., 'clip': ...} beta autoencoders
+               )->list[dict]:
     "Reconstruct the configured test images of one subject into `cfg.out_dir`; finished images are skipped."
     # 1. Check the configuration against the data before loading any model
     subject = subject if subject is not None else load_subject(cfg.subj, cfg.dataset, cfg.data_root)
     ids = select_images(cfg, subject.test_nsd_ids)
+    per_model = library_autoencoders(cfg, autoencoders)
     out = claim_out_dir(cfg)
     run = RunFolder(out)
     todo = [i for i in ids if not run.is_finished(i)]
@@ -736,8 +972,9 @@ def run_subject(cfg:SearchConfig,     # the run (out_dir required)
         rows = [list(map(int, subject.test_nsd_ids)).index(i) for i in todo]
         measured = _as_tensor(np.asarray(nested)[rows])                                  # (q, reps, nvox)
         target = denoise_betas(measured, encoders.autoencoder) if cfg.use_autoencoder else measured
+        ranked = target if per_model is None else {k: denoise_betas(measured, ae) for k, ae in per_model.items()}
         # 4. Initial guesses of all images at once (one matrix product per library chunk)
-        guesses = initial_guesses(target, subject.library_nsd_ids, primes, embeds, subject.images, generator,
+        guesses = initial_guesses(ranked, subject.library_nsd_ids, primes, embeds, subject.images, generator,
                                   subject.roi_masks['early_vis'], n_embed=cfg.n_embed, n_lowlevel=cfg.n_lowlevel, progress=progress)
         # 5. Search and write each image
         for q, nsd_id in enumerate(tqdm(todo, desc=f'{subj_name(cfg.subj)} search', disable=not progress)):

@@ -25,6 +25,7 @@ def test_small_demo_run(tmp_path, monkeypatch):
     assert 'data set: demo' in printed and 'results kept in' in printed
     cfg = json.loads((out / 'config.json').read_text())
     assert (cfg['n_iter'], cfg['n_samples'], cfg['n_branches'], cfg['n_images']) == (2, 8, 2, 2)
+    assert cfg['loop'] == cfg['search_loop']['name'] == 'ours'                      # the default loop, resolved
     results = sorted((out / 'images').glob('*/result.json'))
     assert len(results) == 2
     r = json.loads(results[0].read_text())
@@ -38,6 +39,7 @@ def test_small_demo_run(tmp_path, monkeypatch):
     (dict(subj=9), "SearchConfig.subj=9 is invalid"),
     (dict(dataset='nsd', data_root='/no/such/nsd'), "an existing folder holding an NSD mirror"),
     (dict(n_iter=3, n_samples=10, n_branches=2, strength_start=0.5, strength_drop=0.6), "strengths in (0, 1]"),
+    (dict(loop='fast'), "SearchConfig.loop='fast' is invalid: expected one of ('ours', 'master', 'preprint', 'boi-v2')"),
 ])
 def test_invalid_parameters(tmp_path, params, message):
     with pytest.raises(pm.PapermillExecutionError) as e: run(tmp_path, out_dir=str(tmp_path / 'run'), **params)
@@ -46,14 +48,16 @@ def test_invalid_parameters(tmp_path, params, message):
 
 
 def test_the_users_command_from_the_repository_root(tmp_path):
-    """`papermill nbs/03_search.ipynb OUT -p subj 2` as typed in the repository root (no --cwd): the data set is chosen
-    and announced on the terminal, and the results are kept under runs/<dataset>/subj02 ($SECONDSIGHT_RUNS here)."""
+    """`papermill nbs/03_search.ipynb OUT -p subj 2 ... -p loop master` as typed in the repository root (no --cwd): the data
+    set is chosen and announced on the terminal, and the results (of the named loop) are kept under runs/<dataset>/subj02
+    ($SECONDSIGHT_RUNS here)."""
     root = NB.parents[1]
     env = dict(os.environ, SECONDSIGHT_RUNS=str(tmp_path / 'runs'))
     env.pop('SECONDSIGHT_DATA', None)
     cmd = [str(Path(sys.executable).parent / 'papermill'), 'nbs/03_search.ipynb', str(tmp_path / 'out.ipynb'), '-p', 'subj', '2',
-           '-p', 'n_images', '1', '-p', 'n_iter', '1', '-p', 'n_samples', '4', '-p', 'n_branches', '2']
+           '-p', 'n_images', '1', '-p', 'n_iter', '1', '-p', 'n_samples', '4', '-p', 'n_branches', '2', '-p', 'loop', 'master']
     r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=1500)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'data set: demo' in r.stderr and 'results kept in' in r.stderr          # said on the terminal itself
     assert len(list((tmp_path / 'runs' / 'demo' / 'subj02' / 'images').glob('*/result.json'))) == 1
+    assert json.loads((tmp_path / 'runs' / 'demo' / 'subj02' / 'config.json').read_text())['loop'] == 'master'
