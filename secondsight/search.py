@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_search.ipynb #b1d95185
 from __future__ import annotations
-import contextlib, json, os, shutil, tempfile, time
+import contextlib, json, os, shutil, socket, tempfile, time, warnings
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from typing import Callable, Protocol, Sequence, runtime_checkable
@@ -14,8 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
+from filelock import Timeout
 from tqdm.auto import tqdm
-from .core import (subj_name, atomic_write, file_lock, resize, as_images, to_uint8, save_image,
+from .core import (subj_name, atomic_write, file_lock, read_json, resize, as_images, to_uint8, save_image,
     derive_seed, sample_seeds, _as_tensor, standardize_rows, mean_query, pearson_matrix, brain_scores, pearson_rows,
     to_gray, ssim_rows)
 
@@ -778,11 +779,27 @@ class RunFolder:
     @property
     def config(self)->Path: return self.root / 'config.json'
     def image_dir(self, nsd_id:int, staging:bool=False)->Path:
-        "An image's folder: under images/, or under .staging/ while it is being written"
-        return self.root / ('.staging' if staging else 'images') / f'{int(nsd_id):05d}'
+        "An image's folder under images/; `staging`: this process's folder for it under .staging/ while it is being written"
+        if staging: return self.root / '.staging' / f'{int(nsd_id):05d}-{socket.gethostname()}-{os.getpid()}'
+        return self.root / 'images' / f'{int(nsd_id):05d}'
+    def claim(self, nsd_id:int, timeout:float=0):
+        "The right to write image `nsd_id` (a `file_lock` in .claims/, released when its holder ends, even killed); `filelock.Timeout` when another process holds it"
+        return file_lock(self.root / '.claims' / f'{int(nsd_id):05d}.lock', timeout=timeout)
     def png(self, nsd_id:int, stage:str, staging:bool=False)->Path: return self.image_dir(nsd_id, staging) / f'{stage}.png'
     def result(self, nsd_id:int, staging:bool=False)->Path: return self.image_dir(nsd_id, staging) / 'result.json'
-    def is_finished(self, nsd_id:int)->bool: return self.result(nsd_id).is_file()
+    def is_finished(self, nsd_id:int)->bool:
+        "Whether the image's result.json is there and readable; a damaged one counts as unfinished, with a warning"
+        p = self.result(nsd_id)
+        if not p.is_file(): return False
+        if read_json(p) is None:
+            warnings.warn(f"{p} is damaged (not valid JSON): image {int(nsd_id)} will be reconstructed again."); return False
+        return True
+    def read_result(self, nsd_id:int)->dict:
+        "The image's result; a missing or damaged result.json is an error naming the file and the fix"
+        p = self.result(nsd_id)
+        try: return json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{p} is missing or damaged ({type(e).__name__}: {e}): run the search on this folder again (it redoes the image).") from None
     def image_dirs(self)->list[Path]:
         "Every image folder (finished or not), by nsd id"
         return sorted(p for p in (self.root / 'images').glob('[0-9]' * 5) if p.is_dir())
@@ -907,7 +924,8 @@ def reconstruct_image(cfg:SearchConfig, subject, nsd_id:int,
     t0, subj, loop = time.time(), cfg.subj, cfg.search_loop()
     run = RunFolder(cfg.out_dir)
     final, stage_dir = run.image_dir(nsd_id), run.image_dir(nsd_id, staging=True)
-    shutil.rmtree(stage_dir, ignore_errors=True); stage_dir.mkdir(parents=True)
+    for old in run.root.glob(f'.staging/{int(nsd_id):05d}-*'): shutil.rmtree(old, ignore_errors=True)   # a killed writer's (the caller holds the claim)
+    stage_dir.mkdir(parents=True)
     # 1. Baselines and the initial guess
     seeds = dict(random=derive_seed(cfg.seed, subj, nsd_id, 'random'), initial=derive_seed(cfg.seed, subj, nsd_id, 'initial'),
                  search=derive_seed(cfg.seed, subj, nsd_id, 'search'))
@@ -977,7 +995,16 @@ def run_subject(cfg:SearchConfig,     # the run (out_dir required)
         guesses = initial_guesses(ranked, subject.library_nsd_ids, primes, embeds, subject.images, generator,
                                   subject.roi_masks['early_vis'], n_embed=cfg.n_embed, n_lowlevel=cfg.n_lowlevel, progress=progress)
         # 5. Search and write each image
-        for q, nsd_id in enumerate(tqdm(todo, desc=f'{subj_name(cfg.subj)} search', disable=not progress)):
-            reconstruct_image(cfg, subject, nsd_id, measured[q], target[q], guesses[q], encoders, generator)
+        #    each under its claim: an image another process holds is skipped, then waited for (and redone if that one died)
+        def write(q, timeout):
+            claim = run.claim(todo[q], timeout)
+            try: claim.acquire()
+            except Timeout: return False
+            try:
+                if not run.is_finished(todo[q]): reconstruct_image(cfg, subject, todo[q], measured[q], target[q], guesses[q], encoders, generator)
+            finally: claim.release()
+            return True
+        skipped = [q for q in tqdm(range(len(todo)), desc=f'{subj_name(cfg.subj)} search', disable=not progress) if not write(q, 0)]
+        for q in skipped: write(q, -1)
     with contextlib.suppress(OSError): (out / '.staging').rmdir()   # only when empty (other shards may run)
-    return [json.loads(run.result(i).read_text()) for i in ids]
+    return [run.read_result(i) for i in ids]
