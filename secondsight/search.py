@@ -16,22 +16,23 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from filelock import Timeout
 from tqdm.auto import tqdm
-from .core import (subj_name, atomic_write, file_lock, read_json, resize, as_images, to_uint8, save_image,
+from .core import (subj_name, atomic_write, file_lock, load_image, read_json, resize, as_images, to_uint8, save_image,
     derive_seed, sample_seeds, _as_tensor, standardize_rows, mean_query, pearson_matrix, brain_scores, pearson_rows,
     to_gray, ssim_rows)
 
 # %% auto #0
 __all__ = ['DTYPES', 'SCHEDULERS', 'INTERPOLATIONS', 'READD_RULES', 'LOOP_BODIES', 'LOOPS', 'DEFAULT_LOOP',
-           'LIBRARY_AUTOENCODERS', 'UNCLIP_ID', 'RUN_INDEPENDENT', 'strength_schedule', 'momentum_schedule',
+           'LIBRARY_AUTOENCODERS', 'INITS', 'UNCLIP_ID', 'RUN_INDEPENDENT', 'strength_schedule', 'momentum_schedule',
            'samples_per_branch', 'slerp', 'lerp', 'reference_slerp', 'SearchLoop', 'SearchConfig', 'rank_library',
            'Generator', 'make_scheduler', 'noise_image_embeddings', 'UnCLIPGenerator', 'unclip_scheduler_config',
-           'tiny_unclip', 'InitialGuess', 'initial_guesses', 'SearchResult', 'search', 'RecordingGenerator',
-           'QualityEncoder', 'RunFolder', 'select_images', 'claim_out_dir', 'unclip_generator', 'make_generator',
-           'denoise_betas', 'library_autoencoders', 'stage_scores', 'plot_stages', 'reconstruct_image', 'run_subject']
+           'tiny_unclip', 'InitialGuess', 'initial_guesses', 'read_reconstructions', 'start_from', 'SearchResult',
+           'search', 'RecordingGenerator', 'QualityEncoder', 'RunFolder', 'select_images', 'claim_out_dir',
+           'unclip_generator', 'make_generator', 'denoise_betas', 'library_autoencoders', 'stage_scores', 'plot_stages',
+           'reconstruct_image', 'run_subject']
 
 # %% ../nbs/03_search.ipynb #24833b71
 from .data import DATASETS, get_dataset, load_subject
-from .gnet import EncoderSet, get_encoders, prepare_subject
+from .gnet import EncoderSet, get_encoders, prepare_subject, get_decoder
 
 # %% ../nbs/03_search.ipynb #b4db220b
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
@@ -135,6 +136,7 @@ class SearchConfig:
     subj: int = 1                  # NSD subject, 1-8 (the references use 1, 2, 5, 7)
     dataset: str = 'demo'          # 'demo' (the simulated NSD, built on demand) | 'nsd' (a real NSD mirror)
     data_root: str|None = None     # NSD root folder (None: the data set's default, data/nsd)
+    sessions: str|None = None      # sessions whose betas are used, e.g. '1-37' (None: the data set's default)
     out_dir: str|None = None       # results folder (the runner requires it)
     device: str = 'cpu'            # torch device of the generator and encoders
     dtype: str = 'float32'         # generator precision: 'float32' | 'float16' | 'bfloat16'
@@ -152,6 +154,7 @@ class SearchConfig:
     n_lowlevel: int = 25           # library top-n (GNet, early_vis) averaged into the low-level latents
     use_autoencoder: bool = True   # denoise the measured betas with the beta autoencoder (ranking; scoring, if the loop does)
     library_autoencoder: str = 'hybrid'  # library ranking targets: 'hybrid' (one AE for all models) | 'per-model'
+    init: str = 'library'          # starting point: 'library' (the paper) | 'decoder-ridge' | 'decoder-mindeye' | a reconstructions file/folder
     images: tuple|None = None      # nsd ids of test images to reconstruct (None: all test images)
     n_images: int|None = None      # keep only the first n of those (None: all)
     shard: int = 0                 # this run handles images[shard::n_shards]
@@ -167,7 +170,7 @@ class SearchConfig:
 
     def __post_init__(self):
         "Check every field, cheapest first; a bad value raises at once, naming the field and the fix."
-        self._check_run(); self._check_loop(); self._check_counts(); self._check_schedule(); self._check_images(); self._check_data()
+        self._check_run(); self._check_loop(); self._check_counts(); self._check_schedule(); self._check_images(); self._check_data(); self._check_init()
 
     def strengths(self)->list[float]: return self.search_loop().strengths(self.n_iter)
     def momenta(self)->list[float]: return self.search_loop().momenta(self.n_iter)
@@ -258,6 +261,17 @@ def _check_data(self:SearchConfig):
             _fail('data_root', self.data_root, f"an existing folder holding an NSD mirror (there is none at {root})",
                   "Pass data_root (papermill: -p data_root /path/to/nsd) or put the mirror at data/nsd (or $SECONDSIGHT_DATA/nsd); "
                   "`secondsight-download` fetches the files.")
+
+# %% ../nbs/03_search.ipynb #4ad0d3bb
+INITS = ('library', 'decoder-ridge', 'decoder-mindeye')   # or the path of another method's reconstructions
+
+@patch
+def _check_init(self:SearchConfig):
+    if self.init in INITS: return
+    p = Path(str(self.init))
+    if not (p.is_dir() or (p.is_file() and p.suffix in ('.npz', '.pt'))):
+        _fail('init', self.init, f"one of {INITS}, or an existing folder of PNG/JPEG images named by nsd id, or a .npz/.pt file "
+              "with 'images' and 'nsd_ids'", "Check the path.")
 
 # %% ../nbs/03_search.ipynb #6e101909
 def _take_rows(p, idx):
@@ -587,6 +601,52 @@ def initial_guesses(queries,               # (q, reps, nvox) measured (or denois
         emb = _as_tensor(np.asarray(embeds[np.sort(ids)])).mean(0)
         lat = lowlevel_model.encode_latents(images(np.sort(low_ids)))
         out.append(InitialGuess(ids, s_h[q].numpy(), low_ids, emb, lowlevel_model.decode_latents(lat.mean(0, keepdim=True))))
+    return out
+
+# %% ../nbs/03_search.ipynb #f0041458
+def read_reconstructions(path, # folder of images named by nsd id, or a .npz/.pt file with 'images' and 'nsd_ids'
+                         nsd_ids, # the nsd ids needed
+                         known=None, # the subject's test nsd ids: an id outside them is an error (another subject's file?)
+                        ) -> dict: # nsd id -> float (1, 3, H, W) in [0, 1]
+    "Another method's reconstructions, one image per test image, checked for count, ids and size"
+    p = Path(path)
+    if p.is_dir():
+        files = {int(f.stem): f for f in p.iterdir() if f.suffix.lower() in ('.png', '.jpg', '.jpeg') and f.stem.isdigit()}
+        found = {i: as_images(load_image(f)) for i, f in files.items() if i in set(map(int, nsd_ids))}
+        ids = list(files)
+    else:
+        d = dict(np.load(p)) if p.suffix == '.npz' else torch.load(p, map_location='cpu', weights_only=True)
+        if 'images' not in d or 'nsd_ids' not in d: raise ValueError(f"{p}: expected arrays 'images' and 'nsd_ids', found {sorted(d)}.")
+        imgs, ids = as_images(d['images']), [int(i) for i in np.asarray(d['nsd_ids']).reshape(-1)]
+        if len(imgs) != len(ids): raise ValueError(f"{p}: {len(imgs)} images but {len(ids)} nsd ids: one image per id.")
+        found = {i: imgs[k:k + 1] for k, i in enumerate(ids)}
+    if known is not None and (bad := sorted(set(ids) - set(map(int, known)))):
+        raise ValueError(f"{p}: nsd ids {bad[:8]} are not test images of this subject: is it another subject's file?")
+    if missing := [int(i) for i in nsd_ids if int(i) not in found]:
+        raise ValueError(f"{p}: no reconstruction of nsd ids {missing[:8]}{' ...' if len(missing) > 8 else ''} ({len(missing)} of {len(nsd_ids)}).")
+    for i, im in found.items():
+        if im.shape[1] != 3 or im.shape[2] != im.shape[3] or im.shape[2] < 32:
+            raise ValueError(f"{p}: the reconstruction of nsd id {i} is {tuple(im.shape[1:])}: expected a square RGB image of at least 32 px.")
+    return {int(i): found[int(i)] for i in nsd_ids}
+
+# %% ../nbs/03_search.ipynb #0b2c8c08
+def start_from(init:str, # `SearchConfig.init`
+               guesses:list, # the library's `InitialGuess` per image (`initial_guesses`)
+               nsd_ids, measured, # the images to do and their measured betas (q, reps, nvox), all-zero rows = missing
+               subject, encoders:EncoderSet, generator, device='cpu') -> list:
+    "The guesses with their starting point replaced: the decoded embedding, or another method's reconstruction"
+    if init == 'library': return guesses
+    if init.startswith('decoder-'):
+        dec = get_decoder(subject, init.split('-', 1)[1], device=device, embedder=encoders.embedder)
+        present = (measured.abs().sum(-1, keepdim=True) > 0).float()          # average the repetitions present
+        avg = (measured * present).sum(1) / present.sum(1).clamp(min=1)
+        with torch.no_grad(): emb = dec(avg.to(next(dec.parameters()).device)).float().cpu()
+        return [replace(g, embed=e) for g, e in zip(guesses, emb)]
+    recs = read_reconstructions(init, nsd_ids, subject.test_nsd_ids)
+    out = []
+    for g, i in zip(guesses, nsd_ids):
+        img = resize(recs[int(i)], tuple(g.lowlevel.shape[-2:]))
+        out.append(replace(g, lowlevel=img, embed=_as_tensor(generator.embed(img))[0]))
     return out
 
 # %% ../nbs/03_search.ipynb #220cfc7f
@@ -965,7 +1025,7 @@ def reconstruct_image(cfg:SearchConfig, subject, nsd_id:int,
 
 # %% ../nbs/03_search.ipynb #8b2a5e0c
 def run_subject(cfg:SearchConfig,     # the run (out_dir required)
-                subject=None,         # a loaded `Subject` (default: load_subject(cfg.subj, cfg.dataset, cfg.data_root))
+                subject=None,         # a loaded `Subject` (default: load_subject(cfg.subj, cfg.dataset, cfg.data_root, cfg.sessions))
                 encoders:EncoderSet|None=None,  # `get_encoders(...)` output (default: built for the subject)
                 generator=None,       # the generator (default: `make_generator(cfg, ...)`)
                 progress:bool=True,
@@ -973,7 +1033,7 @@ def run_subject(cfg:SearchConfig,     # the run (out_dir required)
                )->list[dict]:
     "Reconstruct the configured test images of one subject into `cfg.out_dir`; finished images are skipped."
     # 1. Check the configuration against the data before loading any model
-    subject = subject if subject is not None else load_subject(cfg.subj, cfg.dataset, cfg.data_root)
+    subject = subject if subject is not None else load_subject(cfg.subj, cfg.dataset, cfg.data_root, cfg.sessions)
     ids = select_images(cfg, subject.test_nsd_ids)
     per_model = library_autoencoders(cfg, autoencoders)
     out = claim_out_dir(cfg)
@@ -994,6 +1054,7 @@ def run_subject(cfg:SearchConfig,     # the run (out_dir required)
         # 4. Initial guesses of all images at once (one matrix product per library chunk)
         guesses = initial_guesses(ranked, subject.library_nsd_ids, primes, embeds, subject.images, generator,
                                   subject.roi_masks['early_vis'], n_embed=cfg.n_embed, n_lowlevel=cfg.n_lowlevel, progress=progress)
+        guesses = start_from(cfg.init, guesses, todo, measured, subject, encoders, generator, cfg.device)
         # 5. Search and write each image
         #    each under its claim: an image another process holds is skipped, then waited for (and redone if that one died)
         def write(q, timeout):

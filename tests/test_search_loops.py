@@ -239,3 +239,22 @@ def test_per_model_library_targets(demo, tmp_path):
     assert r['library_nsd_ids'] == [int(i) for i in per_model.library_ids[:10]]
     hybrid = _guess(subject, encoders, generator, r['nsd_id'], denoise_betas(measured, encoders.autoencoder))
     assert r['library_nsd_ids'] != [int(i) for i in hybrid.library_ids[:10]]
+
+
+def test_runner_starts_from_another_methods_reconstructions(demo, tmp_path):
+    "init=<file>: the given image is the run's low-level start (stored as lowlevel.png) and its embedding conditions it."
+    from secondsight.core import load_image
+    subject, encoders, generator = demo
+    ids = [int(i) for i in subject.test_nsd_ids[:2]]
+    imgs = (np.random.default_rng(1).random((2, 64, 64, 3)) * 255).astype(np.uint8)
+    np.savez(tmp_path / 'mindeye.npz', images=imgs, nsd_ids=np.array(ids))
+    cfg = SearchConfig(subj=1, dataset='demo', out_dir=str(tmp_path / 'run'), init=str(tmp_path / 'mindeye.npz'), images=tuple(ids),
+                       n_iter=1, n_samples=4, n_branches=2, min_per_branch=2)
+    rs = run_subject(cfg, subject, encoders, generator, progress=False)
+    assert [r['nsd_id'] for r in rs] == ids and all(r['settings']['init'] == cfg.init for r in rs)
+    for r, im in zip(rs, imgs):
+        np.testing.assert_array_equal(load_image(tmp_path / 'run' / 'images' / f"{r['nsd_id']:05d}" / 'lowlevel.png'), im)
+    np.savez(tmp_path / 'other.npz', images=imgs, nsd_ids=np.array([ids[0], 10**6]))     # an id the subject never saw
+    with pytest.raises(ValueError, match=r'\[1000000\] are not test images'):
+        run_subject(SearchConfig(subj=1, dataset='demo', out_dir=str(tmp_path / 'run2'), init=str(tmp_path / 'other.npz'),
+                                 images=tuple(ids[:1]), n_iter=1, n_samples=4, n_branches=2, min_per_branch=2), subject, encoders, generator, progress=False)
