@@ -79,7 +79,7 @@ docs: install
 # CPU benchmarks (each ends with one JSON line; results in bench/results/, figures in nbs/bench.ipynb)
 bench: install
 	mkdir -p bench/results
-	for b in preprocess_session gnet_throughput library_ranking prepare_cost; do \
+	for b in preprocess_session gnet_throughput library_ranking prepare_cost cost_model; do \
 	  $(BIN)/python bench/$$b.py | tee bench/results/$$b.txt || exit 1; done
 
 # GPU benchmark: the real SD 2.1 unCLIP architecture (random weights) at 768 px, fp16; needs CUDA

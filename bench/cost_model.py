@@ -1,0 +1,86 @@
+"""Cost model of one reconstruction: what the search computes, counted exactly, and its floor on a given GPU.
+
+Counts come from running each published loop (`secondsight.search.LOOPS`) with a recording generator: every
+`vary` call's sample count and strength at the loop's own schedule (6 iterations, 50 DDIM steps at strength 1, as
+the paper). A sample at strength s denoises int(50 s) steps; each step is one UNet evaluation per guidance branch
+(classifier-free guidance: x2). FLOPs per model evaluation come from torch's FLOP counter on the published
+architectures built on the 'meta' device (no memory, no weights): the SD 2.1 unCLIP UNet at 96 x 96 latents (768 px),
+the VAE decoder (768 px), OpenCLIP ViT-H/14 (224 px; it embeds every sample for the CLIP encoder and the next
+iteration's seeds), GNet8j (227 px, 15,724 voxels) and the CLIP encoder. A multiply-add counts 2 FLOP.
+
+Floor = FLOP / (utilization x dense peak), per GPU, with the peaks of their data sheets (bf16/fp16 tensor cores,
+dense). Ends with ONE JSON line.
+
+    python bench/cost_model.py
+    python bench/cost_model.py --utilization 0.4
+"""
+import argparse, json, logging, sys
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+PEAK_TFLOPS = {'A100': 312, 'H100 SXM': 989, 'H200': 989, 'L40S': 362, 'RTX 4090': 165}   # dense bf16/fp16, data sheets
+STEPS, N_ITER, GUIDANCE = 50, 6, 2
+
+
+def flops(build, *inputs, **kw) -> float:
+    "FLOP of one forward pass of build() on meta tensors"
+    with torch.device('meta'):
+        m = build(); x = [torch.empty(*s) if isinstance(s, tuple) else s for s in inputs]
+        with FlopCounterMode(display=False) as fc, torch.no_grad(): m(*x, **kw)
+    return float(fc.get_total_flops())
+
+
+def model_flops() -> dict:
+    "GFLOP per evaluation of each model the search runs"
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    import open_clip
+    from gpu_search import UNET, VAE
+    from secondsight.encoders import CLIPEncoder
+    from secondsight.gnet import GNet8j
+    logging.getLogger().setLevel(logging.ERROR)
+    unet = flops(lambda: UNet2DConditionModel(**UNET), (1, 4, 96, 96), (1,), (1, 77, 1024),
+                 class_labels=torch.empty(1, 2048, device='meta'))
+    vae = flops(lambda: AutoencoderKL(**VAE).decoder, (1, 4, 96, 96))
+    vith = flops(lambda: open_clip.create_model('ViT-H-14', pretrained=None, device='meta').visual, (1, 3, 224, 224))
+    gnet = flops(lambda: GNet8j(15724), (1, 3, 227, 227))
+    clip = flops(lambda: CLIPEncoder(15724), (1, 1024))
+    return {k: v / 1e9 for k, v in dict(unet_eval=unet, vae_decode=vae, vit_h_embed=vith, gnet=gnet, clip_encoder=clip).items()}
+
+
+def loop_counts(name: str) -> dict:
+    "Samples and sample-steps of one reconstruction with the loop `name` (its own schedule; plus the initial-guess sample)"
+    from secondsight.search import search, RecordingGenerator, QualityEncoder, LOOPS
+    rg, target = RecordingGenerator(), torch.randn(300, generator=torch.Generator().manual_seed(0))
+    search(target, rg.image(-1, 0.0), rg.embed(rg.image(-1, 0.0))[0], QualityEncoder(target), rg, loop=name, n_iter=N_ITER)
+    calls = [(c['n'], c['strength']) for c in rg.calls] + [(1, 0.9)]           # + the initial guess (strength 0.9)
+    return dict(samples=sum(n for n, _ in calls), sample_steps=sum(n * int(STEPS * s) for n, s in calls))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--utilization', type=float, default=0.4, help="fraction of the dense peak reached (0.4 is typical of a UNet in fp16)")
+    a = ap.parse_args()
+    from secondsight.search import LOOPS
+    g = model_flops()
+    rows = {}
+    for name in LOOPS:
+        c = loop_counts(name)
+        unet = c['sample_steps'] * GUIDANCE * g['unet_eval']
+        per_sample = g['vae_decode'] + g['vit_h_embed'] + g['gnet'] + g['clip_encoder']     # decode, then scored by the hybrid
+        total = unet + c['samples'] * per_sample
+        rows[name] = dict(c, unet_evals=c['sample_steps'] * GUIDANCE, tflop=total / 1e3, unet_share=unet / total,
+                          floor_minutes={gpu: total / 1e3 / (a.utilization * peak) / 60 for gpu, peak in PEAK_TFLOPS.items()})
+    print("GFLOP per evaluation: " + ", ".join(f"{k} {v:,.0f}" for k, v in g.items()))
+    print(f"{'loop':>9} {'samples':>8} {'UNet evals':>11} {'PFLOP':>7} {'UNet share':>10}  floor min/image at {a.utilization:.0%}: "
+          + '  '.join(PEAK_TFLOPS))
+    for name, r in rows.items():
+        print(f"{name:>9} {r['samples']:>8} {r['unet_evals']:>11,} {r['tflop'] / 1e3:>7.1f} {r['unet_share']:>10.1%}  "
+              + '  '.join(f"{r['floor_minutes'][k]:>{len(k)}.1f}" for k in PEAK_TFLOPS))
+    print(json.dumps(dict(bench='cost_model', gflop_per_eval=g, utilization=a.utilization, peak_tflops=PEAK_TFLOPS, loops=rows)))
+
+
+if __name__ == '__main__':
+    main()
