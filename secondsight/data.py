@@ -439,6 +439,18 @@ def brick_cache_dir(self:Subject) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     return d
 
+# %% ../nbs/00_data.ipynb #1c69912a
+@patch(as_prop=True)
+def stimuli_signature(self:Subject) -> list:
+    "[(path, size, mtime_ns)] of the stimulus file: what caches of the images (embeddings, library predictions) depend on"
+    return _signature([nsd_path(self.root, 'stimuli')], self.root)
+
+@patch(as_prop=True)
+def data_signature(self:Subject) -> list:
+    "Signatures of the design, stimuli, nsdgeneral mask and this subject's sessions: what models trained on its trials depend on"
+    paths = [nsd_path(self.root, k) for k in ('expdesign', 'stimuli')] + [nsd_path(self.root, 'roi', self.subj, roi='nsdgeneral')]
+    return _signature(paths + [nsd_path(self.root, 'betas', self.subj, s) for s in self.sessions], self.root)
+
 # %% ../nbs/00_data.ipynb #ee6e0c7c
 @patch
 def _load_betas(self:Subject, mask, cache, progress):

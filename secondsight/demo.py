@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 # %% auto #0
-__all__ = ['DEMO_VERSION', 'DEMO_SIZES', 'DEMO_ARCH', 'DEMO_ARCH_CONFIG', 'DEMO_EMBEDDER', 'DEMO_CLIP', 'DEMO_AE', 'DEMO_GNET',
-           'DEMO_TRAINING', 'DEMO_DECODERS', 'DEMO', 'make_demo_stimuli', 'contrast_energy', 'DemoBrain',
-           'make_demo_nsd', 'ensure_demo', 'demo_brain', 'true_response', 'TrueBrain', 'demo_embedder', 'DemoGenerator',
+__all__ = ['DEMO_VERSION', 'DEMO_SIZES', 'DEMO_PHOTOS', 'DEMO_TEST_PHOTOS', 'DEMO_OTHER_PHOTOS', 'DEMO_ARCH', 'DEMO_ARCH_CONFIG',
+           'DEMO_EMBEDDER', 'DEMO_CLIP', 'DEMO_AE', 'DEMO_GNET', 'DEMO_TRAINING', 'DEMO_DECODERS', 'DEMO_IMG2IMG',
+           'DEMO', 'photo_source', 'make_demo_stimuli', 'contrast_energy', 'DemoBrain', 'make_demo_nsd', 'ensure_demo',
+           'demo_provenance', 'demo_brain', 'true_response', 'TrueBrain', 'demo_embedder', 'DemoGenerator',
            'demo_generator', 'DemoData']
 
 # %% ../nbs/05_demo.ipynb #0bf71dd8
@@ -25,6 +26,7 @@ import h5py
 import nibabel as nib
 import pandas as pd
 import scipy.io
+from fastcore.basics import patch
 with warnings.catch_warnings():  # tqdm.auto warns when ipywidgets is missing, then falls back to text bars
     warnings.simplefilter('ignore'); from tqdm.auto import tqdm
 from .core import (SUBJECTS, subj_name, data_dir, atomic_write, file_lock, resize, as_images, sample_seeds,
@@ -35,7 +37,7 @@ from .gnet import TrainingRecipe
 from .search import _broadcast
 
 # %% ../nbs/05_demo.ipynb #061ba531
-DEMO_VERSION = 1
+DEMO_VERSION = 2   # 2: test and library images from disjoint photographs; the donor image model
 DEMO_SIZES = dict(  # the demo's sizes (NSD's are in comments)
     image_size=64,          # 425
     n_shared=30,            # 1000 shared images (SS test set), shown 3x to every subject
@@ -48,28 +50,45 @@ DEMO_SIZES = dict(  # the demo's sizes (NSD's are in comments)
 )
 
 # %% ../nbs/05_demo.ipynb #00f3d826
-_DEMO_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'camera', 'coins', 'hubble_deep_field',
-                'immunohistochemistry', 'retina', 'colorwheel', 'logo', 'clock', 'moon', 'grass', 'gravel',
-                'brick', 'page', 'text', 'horse', 'motorcycle_left', 'motorcycle_right')
+_SKIMAGE_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'camera', 'coins', 'hubble_deep_field',
+                   'immunohistochemistry', 'retina', 'colorwheel', 'logo', 'clock', 'moon', 'grass', 'gravel', 'brick',
+                   'page', 'text', 'horse', 'cell', 'motorcycle')   # the motorcycle: skimage.data.stereo_motorcycle()
+DEMO_PHOTOS = _SKIMAGE_PHOTOS + ('grace_hopper',)                   # matplotlib's sample_data/grace_hopper.jpg
 
-def _demo_photos() -> list:
-    "The scikit-image photographs as uint8 RGB arrays."
+def _rgb8(a) -> np.ndarray:
+    "A photograph as uint8 RGB (binary images as two grays, gray as RGB, alpha dropped)."
+    a = np.asarray(a)
+    if a.dtype == bool: a = np.where(a, 230, 25).astype(np.uint8)
+    if a.ndim == 2: a = np.repeat(a[..., None], 3, -1)
+    return np.ascontiguousarray(a[..., :3].astype(np.uint8))
+
+# %% ../nbs/05_demo.ipynb #1c793621
+def photo_source(name) -> str:
+    "Where a demo photograph comes from (a package's function or file)."
+    if name == 'grace_hopper': return "matplotlib: mpl-data/sample_data/grace_hopper.jpg"
+    if name == 'motorcycle': return "scikit-image: skimage.data.stereo_motorcycle() (both views)"
+    if name in _SKIMAGE_PHOTOS: return f"scikit-image: skimage.data.{name}()"
+    raise ValueError(f"{name!r} is not a demo photograph: expected one of {DEMO_PHOTOS}")
+
+def _photo_views(name) -> list:
+    "The views (uint8 RGB arrays) of one demo photograph: two for the stereo motorcycle, one otherwise."
     import skimage.data
-    out = []
-    for name in _DEMO_PHOTOS:
-        if name.startswith('motorcycle'):
-            a = skimage.data.stereo_motorcycle()[0 if name.endswith('left') else 1]
-        else: a = getattr(skimage.data, name)()
-        a = np.asarray(a)
-        if a.dtype == bool: a = np.where(a, 230, 25).astype(np.uint8)
-        if a.ndim == 2: a = np.repeat(a[..., None], 3, -1)
-        out.append(np.ascontiguousarray(a[..., :3].astype(np.uint8)))
-    return out
+    photo_source(name)                                               # checks the name
+    if name == 'grace_hopper':
+        import matplotlib.cbook
+        return [_rgb8(Image.open(matplotlib.cbook.get_sample_data('grace_hopper.jpg', asfileobj=False)))]
+    if name == 'motorcycle': return [_rgb8(v) for v in skimage.data.stereo_motorcycle()[:2]]
+    return [_rgb8(getattr(skimage.data, name)())]
+
+# %% ../nbs/05_demo.ipynb #98e3aff7
+DEMO_TEST_PHOTOS = ('chelsea', 'rocket', 'camera', 'grace_hopper', 'gravel')   # the shared (test) images' photographs
+DEMO_OTHER_PHOTOS = tuple(p for p in DEMO_PHOTOS if p not in DEMO_TEST_PHOTOS)  # everything else: training, library
 
 # %% ../nbs/05_demo.ipynb #56602261
 def _demo_stimulus(photos, rng, size=64):
-    "One random crop / flip / colour shift of a random photograph -> (uint8 (size,size,3), provenance dict)."
-    k = int(rng.integers(len(photos))); ph = photos[k]; H, W = ph.shape[:2]
+    "One random crop / flip / colour shift of one of `photos` [(name, views)] -> (uint8 (size,size,3), provenance dict)."
+    k = int(rng.integers(len(photos))); name, views = photos[k]
+    v = int(rng.integers(len(views))); ph = views[v]; H, W = ph.shape[:2]
     side = rng.uniform(0.15, 0.95)*min(H, W); asp = np.exp(rng.uniform(-0.15, 0.15))
     h, w = min(H, side*asp), min(W, side/asp)
     y0, x0 = rng.uniform(0, H - h), rng.uniform(0, W - w)
@@ -83,21 +102,35 @@ def _demo_stimulus(photos, rng, size=64):
     gain, gamma = rng.uniform(0.75, 1.25, 3).astype(np.float32), float(np.exp(rng.normal(0, 0.2)))
     a = (gray[..., None] + sat*(a - gray[..., None]))*gain
     a = np.clip(a, 0, 1)**gamma
-    info = dict(photo=_DEMO_PHOTOS[k], box=[int(x0), int(y0), int(x0 + w), int(y0 + h)], flip=flip, rot90=rot,
+    info = dict(photo=name, view=v, box=[int(x0), int(y0), int(x0 + w), int(y0 + h)], flip=flip, rot90=rot,
                 saturation=round(float(sat), 3), gain=[round(float(g), 3) for g in gain], gamma=round(gamma, 3))
     return (np.clip(a*255 + 0.5, 0, 255)).astype(np.uint8), info
 
 # %% ../nbs/05_demo.ipynb #0f14defa
-def make_demo_stimuli(n, seed=0, size=64) -> tuple[np.ndarray, list]:
-    "`n` distinct demo images uint8 (n, size, size, 3) and their provenance."
-    photos, rng = _demo_photos(), np.random.default_rng([seed, DEMO_VERSION, 11])
+def make_demo_stimuli(n, seed=0, size=64,
+                      photos:Sequence[str]=DEMO_PHOTOS, # the photographs to cut them from
+                     ) -> tuple[np.ndarray, list]:
+    "`n` distinct demo images uint8 (n, size, size, 3) cut from `photos`, and their provenance."
+    views = [(p, _photo_views(p)) for p in photos]
+    rng = np.random.default_rng([seed, DEMO_VERSION, 11, *(DEMO_PHOTOS.index(p) for p in photos)])
     ims, infos, seen = [], [], set()
     while len(ims) < n:
-        a, info = _demo_stimulus(photos, rng, size)
+        a, info = _demo_stimulus(views, rng, size)
         h = hashlib.sha1(a.tobytes()).hexdigest()
         if h in seen: continue
         seen.add(h); ims.append(a); infos.append(info)
     return np.stack(ims), infos
+
+# %% ../nbs/05_demo.ipynb #f598ede9
+def _demo_brick(N, shared, seed=0, size=64) -> tuple[np.ndarray, list]:
+    "The N stimuli uint8 (N,size,size,3) by nsd id, `shared` ids cut from DEMO_TEST_PHOTOS, the others from the rest; their provenance."
+    is_test = np.isin(np.arange(N), shared)
+    images, infos = np.empty((N, size, size, 3), np.uint8), [None]*N
+    for side, photos in ((is_test, DEMO_TEST_PHOTOS), (~is_test, DEMO_OTHER_PHOTOS)):
+        ims, inf = make_demo_stimuli(int(side.sum()), seed, size, photos)
+        images[side] = ims
+        for i, d in zip(np.flatnonzero(side), inf): infos[i] = dict(nsd_id=int(i), test=bool(is_test[i]), **d)
+    return images, infos
 
 # %% ../nbs/05_demo.ipynb #47deb39d
 def _fft_filters(n, pad):
@@ -296,7 +329,7 @@ def make_demo_nsd(root,   # folder to write (created; existing files are overwri
     root, D = Path(root), DEMO_SIZES
     t0 = time.time()
     order, subjectim, shared, N = _demo_design(seed)
-    images, infos = make_demo_stimuli(N, seed, D['image_size'])
+    images, infos = _demo_brick(N, shared, seed, D['image_size'])
     with atomic_write(nsd_path(root, 'stimuli', must_exist=False)) as tmp:
         with h5py.File(tmp, 'w') as f: f.create_dataset('imgBrick', data=images)
     with atomic_write(nsd_path(root, 'expdesign', must_exist=False)) as tmp:  # NSD's fields are 1-based doubles
@@ -304,7 +337,8 @@ def make_demo_nsd(root,   # folder to write (created; existing files are overwri
                                    sharedix=(shared + 1)[None].astype(np.float64)))
     with atomic_write(nsd_path(root, 'stim_info', must_exist=False)) as tmp:
         _demo_stim_info(N, shared, subjectim, order, D['reps']).to_csv(tmp)
-    with atomic_write(root/'simulator'/'stimuli_provenance.json') as tmp: tmp.write_text(json.dumps(infos))
+    manifest = dict(photos={p: photo_source(p) for p in DEMO_PHOTOS}, test_photos=list(DEMO_TEST_PHOTOS), images=infos)
+    with atomic_write(root/'simulator'/'stimuli_provenance.json') as tmp: tmp.write_text(json.dumps(manifest))
     net = _random_net(seed)
     energy, fh = DemoBrain(dict(net, image_size=D['image_size'])).features(images)  # once for the brick
     feats = (energy, fh, fh.mean(0).numpy(), (fh.std(0) + 1e-6).numpy())
@@ -337,6 +371,20 @@ def ensure_demo(root=None, # where the demo lives; None: data_dir()/'demo_nsd'
             os.replace(tmp, root)
         finally: shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+# %% ../nbs/05_demo.ipynb #051bb8f1
+def demo_provenance(root=None # the demo's root; None: data_dir()/'demo_nsd'
+                   ) -> pd.DataFrame:
+    "The demo's stimuli by nsd id (photo, view, box, flip, rot90, colour shift, test); `attrs`: photo sources, test photos"
+    root = Path(root) if root is not None else data_dir()/'demo_nsd'
+    p = root/'simulator'/'stimuli_provenance.json'
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} is missing: {root} is not a demo data set of DEMO_VERSION >= 2. "
+                                "Build it with ensure_demo() (or make_demo_nsd(root)).")
+    m = json.loads(p.read_text())
+    df = pd.DataFrame(m['images']).set_index('nsd_id')
+    df.attrs.update(sources=m['photos'], test_photos=m['test_photos'])
+    return df
 
 # %% ../nbs/05_demo.ipynb #73a9414e
 def demo_brain(subject) -> DemoBrain:
@@ -390,106 +438,140 @@ def _alphas_cumprod(n:int=1000, beta_start:float=0.00085, beta_end:float=0.012)-
     betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, n, dtype=torch.float64) ** 2
     return torch.cumprod(1 - betas, 0).float()
 
-# %% ../nbs/05_demo.ipynb #80a47ad1
-def _ridge_fit(X, Y, alphas=(1e-4, 1e-3, 1e-2, 1e-1, 1., 10., 100.), val_frac=0.2, seed=0):
-    "Ridge from centred X to Y with a bias (penalty alpha*n on X's own scale); alpha picked on a held-out split (R^2), then refit on all rows."
-    n = len(X); perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    va, tr = perm[:max(1, int(n * val_frac))], perm[max(1, int(n * val_frac)):]
-    def fit(rows, alpha):
-        x, y = X[rows], Y[rows]
-        xm, ym = x.mean(0), y.mean(0)
-        A = (x - xm).T @ (x - xm) + alpha * len(rows) * torch.eye(X.shape[1])
-        W = torch.linalg.solve(A, (x - xm).T @ (y - ym))
-        return W, ym - xm @ W
-    def r2(W, b): return 1 - ((X[va] @ W + b - Y[va]) ** 2).sum() / ((Y[va] - Y[tr].mean(0)) ** 2).sum()
-    alpha = max(alphas, key=lambda a: float(r2(*fit(tr, a))))
-    return (*fit(torch.arange(n), alpha), alpha)
+# %% ../nbs/05_demo.ipynb #f7899211
+def _pad_fft(x, pad:int) -> torch.Tensor:
+    "rfft2 of images (n,3,H,W) reflect-padded by `pad` px on each side."
+    return torch.fft.rfft2(F.pad(x, (pad,)*4, mode='reflect'))
 
-# %% ../nbs/05_demo.ipynb #92acd02d
+def _crop_ifft(X, size:int, pad:int) -> torch.Tensor:
+    "Back from `_pad_fft`: images (n,3,size,size)."
+    return torch.fft.irfft2(X, s=(size + 2*pad,)*2)[..., pad:pad + size, pad:pad + size]
+
+def _radial_spectrum(x, pad:int, batch_size:int=512) -> torch.Tensor:
+    "Mean power per frequency (m, m//2+1) of images x (n,3,H,W), m = H + 2*pad: averaged over channels and rings, mean 1 off DC."
+    P = sum(_pad_fft(x[i:i + batch_size], pad).abs().pow(2).sum((0, 1)) for i in range(0, len(x), batch_size))
+    m = x.shape[-1] + 2*pad
+    ring = (torch.fft.fftfreq(m).view(-1, 1)**2 + torch.fft.rfftfreq(m).view(1, -1)**2).sqrt().mul(m).round().long()
+    tot = torch.zeros(int(ring.max()) + 1).index_add_(0, ring.flatten(), P.flatten())
+    S = (tot/torch.zeros_like(tot).index_add_(0, ring.flatten(), torch.ones(P.numel())).clamp_min(1))[ring]
+    return S/S[ring > 0].mean()
+
+# %% ../nbs/05_demo.ipynb #d2f8cd69
+DEMO_IMG2IMG = dict(beta=0.5, kappa=0.3)   # the gain's spectrum exponent and noise scale (calibrated on the grid below)
+
+def _img2img_gains(spectrum, a2:float, beta:float, kappa:float) -> torch.Tensor:
+    "Fraction of the init image kept per frequency at signal level a2 = alpha_bar_t: P^beta / (P^beta + kappa (1 - a2)/a2)."
+    L = spectrum**beta
+    return L/(L + kappa*(1 - a2)/a2)
+
+# %% ../nbs/05_demo.ipynb #4561556c
+def _donors_u8(x) -> torch.Tensor:
+    "Float images (n,3,H,W) in [0, 1] as uint8, a quarter of the memory (4,560 library images: 56 MB)."
+    return (x*255 + 0.5).clamp(0, 255).to(torch.uint8)
+
 class DemoGenerator:
-    "The demo's image model: a Gaussian in a PCA basis of library images, its mean conditioned on the image embedding."
-    def __init__(self, mean, components, weight, bias, resid_std, embedder, size:int, alpha:float=1.):
-        self.mean, self.components = mean, components     # (D,), (k, D): D = 3*size*size in [-1, 1] units
-        self.weight, self.bias = weight, bias             # ridge (d, k), (k,): embedding -> prior mean of the latents
-        self.resid_std, self.embedder, self.size, self.alpha = resid_std, embedder, size, alpha   # (k,)
-        self.acp = _alphas_cumprod()
+    "The demo's image model: library images near the embedding (donors), blended with the init image per frequency as SD's schedule keeps it"
+    def __init__(self, mean, components, spectrum, donors, donor_embeds, embedder, size:int, n_neighbours:int=16, zoom:float=0.1):
+        self.mean, self.components = mean, components          # PCA latent space (D,), (k, D): D = 3*size*size in [-1, 1] units
+        self.spectrum = spectrum                                # (m, m//2+1) library power per frequency, m = size + 2*pad
+        self.donors, self.donor_embeds = donors, donor_embeds   # uint8 (L, 3, size, size) library images, float (L, d) embeddings
+        self.embedder, self.size, self.n_neighbours, self.zoom = embedder, size, n_neighbours, zoom
+        self.pad, self.acp = size//4, _alphas_cumprod()
 
     @classmethod
     def fit(cls, images,             # library images: uint8 (n,H,W,3) or float (n,3,H,W)
             embedder,                # object with .embed(images) -> (n, d) (the CLIP-space embedder)
             embeds=None,             # (n, d) embeddings of `images` if already computed
             n_components:int=256,    # PCA components = latent dimension
-            size:int|None=None):     # model resolution (default: the images')
-        "Fit PCA, the embedding ridge and the residual variances on library images."
-        x = as_images(images)
-        size = size or x.shape[-1]
-        x = resize(x, size).flatten(1) * 2 - 1                                    # (n, D) in [-1, 1]
-        if embeds is None: embeds = embedder.embed(x.view(-1, 3, size, size) * 0.5 + 0.5)
-        E = _as_tensor(embeds)
-        if len(E) != len(x): raise ValueError(f"{len(E)} embeddings for {len(x)} images")
-        k = min(n_components, len(x) - 1)
-        mean = x.mean(0)
+            size:int|None=None,      # model resolution (default: the images')
+            **kwargs):               # n_neighbours, zoom
+        "Fit the PCA latent space and the spectrum, and keep the images as donors."
+        x = as_images(images); size = size or x.shape[-1]; x = resize(x, size)
+        E = _as_tensor(embeds if embeds is not None else embedder.embed(x)).float().cpu()
+        if len(E) != len(x): raise ValueError(f"{len(E)} embeddings for {len(x)} images: pass one embedding per image")
+        X = x.flatten(1)*2 - 1                                                    # (n, D) in [-1, 1]
+        k, mean = min(n_components, len(X) - 1), X.mean(0)
         with torch.random.fork_rng(devices=[]):                                   # randomized SVD, seeded
             torch.manual_seed(0)
-            _, _, V = torch.svd_lowrank(x - mean, q=min(k + 16, min(x.shape)), niter=4)
-        comps = V[:, :k].T.contiguous()                                           # (k, D)
-        C = (x - mean) @ comps.T                                                  # (n, k) latents
-        W, b, alpha = _ridge_fit(E, C)
-        resid_std = (C - (E @ W + b)).std(0).clamp_min(1e-4)
-        return cls(mean, comps, W, b, resid_std, embedder, size, alpha)
+            _, _, V = torch.svd_lowrank(X - mean, q=min(k + 16, min(X.shape)), niter=4)
+        return cls(mean, V[:, :k].T.contiguous(), _radial_spectrum(x*2 - 1, size//4), _donors_u8(x), E, embedder, size, **kwargs)
 
-    def embed(self, images)->torch.Tensor:
-        "Image embeddings (n, d) in the conditioning space."
-        return _as_tensor(self.embedder.embed(resize(as_images(images), self.size))).cpu()
+# %% ../nbs/05_demo.ipynb #63cb1917
+@patch
+def embed(self:DemoGenerator, images) -> torch.Tensor:
+    "Image embeddings (n, d) in the conditioning space."
+    return _as_tensor(self.embedder.embed(resize(as_images(images), self.size))).cpu()
 
-    def encode_latents(self, images)->torch.Tensor:
-        "PCA coefficients (n, k) of images."
-        x = resize(as_images(images), self.size).flatten(1) * 2 - 1
-        return (x - self.mean) @ self.components.T
+@patch
+def encode_latents(self:DemoGenerator, images) -> torch.Tensor:
+    "PCA coefficients (n, k) of images."
+    return (resize(as_images(images), self.size).flatten(1)*2 - 1 - self.mean) @ self.components.T
 
-    def decode_latents(self, latents)->torch.Tensor:
-        "Images (n,3,size,size) in [0, 1] from PCA coefficients."
-        x = _as_tensor(latents) @ self.components + self.mean
-        return ((x + 1) / 2).clamp(0, 1).view(-1, 3, self.size, self.size)
+@patch
+def decode_latents(self:DemoGenerator, latents) -> torch.Tensor:
+    "Images (n,3,size,size) in [0, 1] from PCA coefficients."
+    x = _as_tensor(latents) @ self.components + self.mean
+    return ((x + 1)/2).clamp(0, 1).view(-1, 3, self.size, self.size)
 
-    def vary(self, init_images, embeds, strength:float, n:int, seed:int|Sequence[int]=0)->torch.Tensor:
-        "n variations of the init image(s) (1|n,3,H,W) conditioned on embeds (1|n,d), with img2img strength in (0, 1]."
-        if not 0 < strength <= 1: raise ValueError(f"strength must be in (0, 1] (1 = ignore the init image); got {strength}")
-        gens = [torch.Generator().manual_seed(s) for s in sample_seeds(seed, n)]
-        draw = lambda: torch.stack([torch.randn(len(self.resid_std), generator=g) for g in gens])   # (n, k)
-        E = _broadcast(_as_tensor(embeds).reshape(-1, self.weight.shape[0]), n, 'embeds')
-        m, v = E @ self.weight + self.bias, self.resid_std ** 2                  # prior N(m, v) of the latents
-        eps1, eps2 = draw(), draw()
-        if strength < 1:
-            a2 = self.acp[min(int(strength * len(self.acp)), len(self.acp) - 1)]  # signal fraction at t = strength*T
-            c0 = _broadcast(self.encode_latents(init_images), n, 'init_images')
-            y = a2.sqrt() * c0 + (1 - a2).sqrt() * eps1                          # the noised init latents
-            prec = 1 / v + a2 / (1 - a2)                                          # posterior of c given y
-            m, v = (m / v + a2.sqrt() * y / (1 - a2)) / prec, 1 / prec
-        return self.decode_latents(m + v.sqrt() * eps2)
+# %% ../nbs/05_demo.ipynb #7d15e8ad
+@patch
+def _donors(self:DemoGenerator, E, gens) -> torch.Tensor:
+    "One donor per sample (n,3,size,size) in [-1, 1]: a random one of the library images nearest to its embedding, zoomed in at random."
+    d = torch.cdist(E, self.donor_embeds.float(), compute_mode='donot_use_mm_for_euclid_dist')   # exact: batch-independent
+    near = d.topk(min(self.n_neighbours, d.shape[1]), largest=False).indices                     # (n, k)
+    u = torch.stack([torch.rand(4, generator=g) for g in gens])                                  # pick, zoom, x, y
+    x = self.donors[near[torch.arange(len(E)), (u[:, 0]*near.shape[1]).long()]].float()/255
+    sc = 1 - self.zoom*u[:, 1]                                                                   # box side / image side: 0.9-1
+    theta = torch.zeros(len(E), 2, 3); theta[:, 0, 0] = theta[:, 1, 1] = sc
+    theta[:, 0, 2], theta[:, 1, 2] = (1 - sc)*(2*u[:, 2] - 1), (1 - sc)*(2*u[:, 3] - 1)           # the box stays inside
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode='bicubic', padding_mode='border', align_corners=False)*2 - 1
+
+# %% ../nbs/05_demo.ipynb #2176a523
+@patch
+def gains(self:DemoGenerator, strength:float) -> torch.Tensor:
+    "Fraction of the init image kept per frequency (m, m//2+1) at img2img `strength` (t = strength*T)."
+    return _img2img_gains(self.spectrum, self.acp[min(int(strength*len(self.acp)), len(self.acp) - 1)], **DEMO_IMG2IMG)
+
+@patch
+def vary(self:DemoGenerator, init_images, embeds, strength:float, n:int, seed:int|Sequence[int]=0) -> torch.Tensor:
+    "n variations (n,3,size,size) in [0, 1] of the init image(s) (1|n,3,H,W) conditioned on embeds (1|n,d), img2img strength in (0, 1]."
+    # 1. Check inputs
+    if not 0 < strength <= 1: raise ValueError(f"strength must be in (0, 1] (1 = ignore the init image); got {strength}")
+    if init_images is None and strength < 1: raise ValueError(f"init_images=None needs strength=1; got strength={strength}")
+    # 2. One generator per sample: a batched call equals one-by-one calls with the same seeds
+    gens = [torch.Generator().manual_seed(s) for s in sample_seeds(seed, n)]
+    # 3. Donors: library images near each sample's embedding
+    E = _broadcast(_as_tensor(embeds).float().cpu().reshape(-1, self.donor_embeds.shape[1]), n, 'embeds')
+    x = self._donors(E, gens)
+    # 4. img2img: the init image's frequencies that survive the noise at t = strength*T, the donor's elsewhere
+    if strength < 1:
+        x0 = _broadcast(resize(as_images(init_images), self.size)*2 - 1, n, 'init_images')
+        g = self.gains(strength)
+        x = _crop_ifft(g*_pad_fft(x0, self.pad) + (1 - g)*_pad_fft(x, self.pad), self.size, self.pad)
+    return ((x + 1)/2).clamp(0, 1)
 
 # %% ../nbs/05_demo.ipynb #793c47ba
 def demo_generator(cfg, # the run's `SearchConfig` (unused: the demo model has no settings)
-                   subject, encoders, # the run's subject and its `EncoderSet` (the embedding space)
+                   subject, encoders, # the run's subject and its `EncoderSet` (only its embedder is used)
                   ) -> DemoGenerator:
-    "The demo's PCA image model of `subject`'s library, fitted once and cached"
+    "The demo's image model of `subject`'s library (latent space and spectrum fitted once and cached)"
     from safetensors.torch import load_file, save_file
-    embedder = encoders.embedder
-    lib = np.asarray(subject.library_nsd_ids)
-    p = subject.cache_dir / 'generator' / f'demo_pca_{embedder.name}.safetensors'
-    keys = ('mean', 'components', 'weight', 'bias', 'resid_std')
+    embedder, lib = encoders.embedder, np.asarray(subject.library_nsd_ids)
+    images, embeds = subject.images(lib), np.asarray(image_embeddings(subject, embedder, progress=False)[lib])
+    p = subject.cache_dir/'generator'/f'demo_{embedder.name}.safetensors'
+    keys = ('mean', 'components', 'spectrum')
     def build(tmp):
-        g = DemoGenerator.fit(subject.images(lib), embedder, embeds=np.asarray(image_embeddings(subject, embedder, progress=False)[lib]))
-        save_file({k: getattr(g, k).contiguous() for k in keys}, str(tmp), metadata=dict(size=str(g.size), alpha=str(g.alpha)))
-    cached(p, dict(version=2, embedder=embedder.name, library=hashlib.sha1(lib.tobytes()).hexdigest()[:16]), build)
-    from safetensors import safe_open
-    with safe_open(str(p), 'pt') as f: meta = f.metadata()
-    t = load_file(str(p))
-    return DemoGenerator(*(t[k] for k in keys), embedder=embedder, size=int(meta['size']), alpha=float(meta['alpha']))
+        g = DemoGenerator.fit(images, embedder, embeds=embeds)
+        save_file({k: getattr(g, k).contiguous() for k in keys}, str(tmp))
+    build_id = {k: v for k, v in json.loads((subject.root/'DEMO.json').read_text()).items() if k in ('version', 'seed')}
+    cached(p, dict(version=3, demo=build_id, embedder=embedder.name, library=hashlib.sha1(lib.tobytes()).hexdigest()[:16]), build)
+    t, x = load_file(str(p)), as_images(images)
+    return DemoGenerator(*(t[k] for k in keys), _donors_u8(x), torch.from_numpy(embeds), embedder, size=x.shape[-1])
 
 # %% ../nbs/05_demo.ipynb #148271c5
 class DemoData(DataSet):
-    "The simulated NSD: files built on first use, a known brain, encoders trained on it, a PCA image model"
+    "The simulated NSD: files built on first use, a known brain, encoders trained on it, an image model of its library"
     name, subjects, root_required, generator, simulated = 'demo', SUBJECTS, False, 'demo', True
     embedder, training, decoders = DEMO_EMBEDDER, DEMO_TRAINING, DEMO_DECODERS
     caveat = "Demo data set: simulated brain, 64-px images; nothing here is comparable with NSD numbers."

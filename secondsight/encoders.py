@@ -211,7 +211,8 @@ def _cached_rows(path:Path, # final .npy file
 def _embeddings_cache(subject, embedder) -> tuple:
     "(path, key) of a brick's embeddings: one copy per data root (`Subject.brick_cache_dir`)"
     folder = getattr(subject, 'brick_cache_dir', None) or subject_cache_dir(subject)
-    meta = dict(embedder=embedder.name, n_images=int(subject.n_images), image_size=int(subject.image_size))
+    meta = dict(embedder=embedder.name, n_images=int(subject.n_images), image_size=int(subject.image_size),
+                stimuli=getattr(subject, 'stimuli_signature', None))   # a rebuilt brick is another cache
     return folder / 'embeddings' / f'{embedder.name}.npy', meta
 
 def image_embeddings(subject, # a `secondsight.data.Subject`
@@ -714,7 +715,8 @@ def library_beta_primes(subject, # a `secondsight.data.Subject`
     if encoder.nvox != subject.nvox:
         raise ValueError(f"library_beta_primes({name!r}): the encoder predicts {encoder.nvox} voxels, {subj_name(subject.subj)} has {subject.nvox}.")
     path = subject_cache_dir(subject) / 'beta_primes' / f'{name}.npy'
-    meta = dict(name=name, fingerprint=str(getattr(encoder, 'fingerprint', None)), n_images=int(subject.n_images))
+    meta = dict(name=name, fingerprint=str(getattr(encoder, 'fingerprint', None)), n_images=int(subject.n_images),
+                stimuli=getattr(subject, 'stimuli_signature', None))
     def compute(a, b):
         if embeddings is not None: return encoder.predict_embeddings(embeddings(a, b)).numpy()
         return encoder.predict(subject.images(np.arange(a, b)), batch_size=batch_size).numpy()

@@ -491,7 +491,7 @@ def _trained_model(folder, key:dict, fit, device, train:bool, subject):
 def _data_key(subject) -> dict:
     "What a model trained on a subject's trials depends on, besides its settings"
     return dict(normalization=subject.normalization, sessions=[int(x) for x in subject.sessions], n_trials=int(subject.n_trials),
-                nvox=int(subject.nvox))
+                nvox=int(subject.nvox), sources=getattr(subject, 'data_signature', None))
 
 # %% ../nbs/02_gnet.ipynb #bc713731
 def trained_encoders(subject, recipe:TrainingRecipe, device='cpu', models_dir=None, progress=False, train=True,

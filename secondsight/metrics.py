@@ -34,8 +34,8 @@ __all__ = ['METRICS', 'LOW_LEVEL', 'TWO_WAY', 'DISTANCE', 'LOWER_IS_BETTER', 'RA
            'MetricWeightsError', 'MetricNet', 'load_metric_net', 'metric_weight_files', 'fetch_metric_weights',
            'image_metrics', 'brain_correlation', 'brain_metrics', 'Run', 'read_run', 'stage_table', 'to_markdown',
            'caveats', 'published_comparison', 'published_brain_comparison', 'plot_stage_metrics', 'plot_brain_rois',
-           'plot_grid', 'retrieval_top1', 'decoder_retrieval', 'Evaluation', 'table_markdown', 'mean_over_subjects',
-           'evaluate_subject', 'evaluate_run']
+           'plot_grid', 'paired_bootstrap', 'compare_stages', 'plot_comparison', 'retrieval_top1', 'decoder_retrieval',
+           'Evaluation', 'table_markdown', 'mean_over_subjects', 'evaluate_subject', 'evaluate_run']
 
 # %% ../nbs/04_metrics.ipynb #69782e9f
 METRICS = ('PixCorr', 'SSIM', 'AlexNet(2)', 'AlexNet(5)', 'InceptionV3', 'CLIP', 'EffNet-B', 'SwAV')
@@ -781,6 +781,50 @@ def plot_grid(seen, # uint8 (n,H,W,3) seen images
             if i == 0: ax.set_title(st, fontsize=7)
         if labels is not None: axs[i, 0].set_ylabel(str(labels[i]), fontsize=7)
     fig.suptitle(title, fontsize=8); fig.tight_layout()
+    return fig
+
+# %% ../nbs/04_metrics.ipynb #9c266c4c
+def paired_bootstrap(a, b, # paired values (n,): the same items under two conditions
+                     n_boot:int=10_000, ci:float=0.95, seed:int=0) -> tuple: # (mean difference a - b, low, high)
+    "Mean of a - b and its percentile bootstrap confidence interval, resampling the items with replacement"
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    if d.ndim != 1 or len(d) == 0: raise ValueError(f"paired_bootstrap: expected two equal-length 1-d arrays, got {np.shape(a)} and {np.shape(b)}.")
+    d = d[np.isfinite(d)]
+    means = d[np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))].mean(1)
+    lo, hi = np.percentile(means, [50 * (1 - ci), 50 * (1 + ci)])
+    return float(d.mean()), float(lo), float(hi)
+
+# %% ../nbs/04_metrics.ipynb #d7000ecb
+def compare_stages(per_image:pd.DataFrame, # long table: `stage`, `nsd_id` (and `subj`), one column per metric
+                   pairs:list, # (stage, baseline) pairs, e.g. [('final', 'initial'), ('final', 'library')]
+                   metrics:list, # metric columns, e.g. ['true:nsdgeneral', 'PixCorr', 'SSIM']
+                   n_boot:int=10_000, seed:int=0) -> pd.DataFrame:
+    "Paired bootstrap 95% CIs of stage differences over the test images (items: (subj, nsd_id))"
+    keys = [k for k in ('subj', 'nsd_id') if k in per_image.columns]
+    rows = []
+    for stage, base in pairs:
+        a, b = (per_image[per_image.stage == s].set_index(keys) for s in (stage, base))
+        common = a.index.intersection(b.index)
+        if len(common) == 0: raise ValueError(f"compare_stages: no image has both stages {stage!r} and {base!r}.")
+        for m in metrics:
+            d, lo, hi = paired_bootstrap(a.loc[common, m], b.loc[common, m], n_boot, seed=seed)
+            rows.append(dict(comparison=f'{stage} - {base}', metric=m, diff=d, lo=lo, hi=hi, n=len(common),
+                             verdict='better' if lo > 0 else ('worse' if hi < 0 else 'n.s.')))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/04_metrics.ipynb #82f56af9
+def plot_comparison(table:pd.DataFrame, # `compare_stages` output
+                    title:str='', fname=None):
+    "Forest plot: each comparison's mean difference and 95% CI, one panel per metric"
+    metrics = list(dict.fromkeys(table.metric))
+    fig, axs = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 0.45 * table.comparison.nunique() + 1.2), sharey=True, squeeze=False)
+    for ax, m in zip(axs[0], metrics):
+        t = table[table.metric == m].reset_index(drop=True)
+        ax.errorbar(t['diff'], t.index, xerr=[t['diff'] - t.lo, t.hi - t['diff']], fmt='o', color='k', ms=4, capsize=3)
+        ax.axvline(0, color='grey', lw=0.8, ls='--'); ax.set_title(m, fontsize=9); ax.tick_params(labelsize=8)
+        ax.set_yticks(t.index, t.comparison)
+    axs[0][0].invert_yaxis(); fig.suptitle(title, fontsize=10); fig.tight_layout()
+    if fname is not None: fig.savefig(fname)
     return fig
 
 # %% ../nbs/04_metrics.ipynb #10cf1e5f

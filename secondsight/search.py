@@ -913,7 +913,7 @@ def unclip_generator(cfg:SearchConfig, subject, encoders:EncoderSet):
 
 # %% ../nbs/03_search.ipynb #25e139af
 def make_generator(cfg:SearchConfig, subject, encoders:EncoderSet):
-    "The run's generator `cfg.generator`: unCLIP, or one the data set provides (the demo's PCA model)"
+    "The run's generator `cfg.generator`: unCLIP, or one the data set provides (the demo's photograph model)"
     return dict(unclip=unclip_generator, **subject.data_set.generators())[cfg.generator](cfg, subject, encoders)
 
 # %% ../nbs/03_search.ipynb #cc8601a3

@@ -141,3 +141,19 @@ def test_clip_primes_from_cached_embedding_chunks(subject):
     assert [int(p.stem[4:]) for p in done] == list(range(0, subject.n_images, 2048))
     np.testing.assert_allclose(np.load(done[1])[:2].astype(np.float32), enc.predict(subject.images(np.arange(2048, 2050))).numpy(),
                                atol=0.02, rtol=0.01)                  # = predicting from the images
+
+
+def test_rebuilt_stimuli_invalidate_the_embeddings(tmp_path, monkeypatch):
+    "Same counts and sizes, new stimulus file (a rebuilt demo, a re-downloaded brick): the embeddings are recomputed."
+    import shutil
+    from secondsight.data import nsd_path
+    root = tmp_path / 'demo_copy'; shutil.copytree(DEMO_ROOT, root)
+    monkeypatch.setenv('SECONDSIGHT_DATA', str(tmp_path / 'data'))
+    emb = CountingEmbedder(demo_embedder())
+    s = load_subject(1, data_root=root, progress=False)
+    image_embeddings(s, emb, progress=False); n = emb.n
+    image_embeddings(s, emb, progress=False); assert emb.n == n                    # cached
+    t = time.time_ns() + 10**9; os.utime(nsd_path(root, 'stimuli'), ns=(t, t))   # the file rewritten
+    s2 = load_subject(1, data_root=root, progress=False)
+    with pytest.warns(UserWarning, match='recomputed'): image_embeddings(s2, emb, progress=False)
+    assert emb.n == 2 * n
