@@ -13,7 +13,7 @@ export PYTHONHASHSEED := 0
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install lock demo test test-nb test-py test-slurm slurm-deps check-clean docs bench bench-gpu clean-venv
+.PHONY: install lock demo test test-nb test-py test-slurm slurm-deps check-clean docs bench bench-gpu rehearsal clean-venv
 
 install: $(STAMP)
 
@@ -81,6 +81,12 @@ bench: install
 	mkdir -p bench/results
 	for b in preprocess_session gnet_throughput library_ranking prepare_cost cost_model; do \
 	  $(BIN)/python bench/$$b.py | tee bench/results/$$b.txt || exit 1; done
+
+# Full-size rehearsal of the NSD path (not in make test): an NSD mirror at real shapes and the published model formats
+# at full size with random weights (data/rehearsal/, ~12 GB), then notebooks 00 -> 04 through papermill on it; DEVICE=cuda on a GPU
+rehearsal: install
+	mkdir -p bench/results
+	$(BIN)/python bench/rehearsal.py --device $(or $(DEVICE),cpu) | tee bench/results/rehearsal.txt
 
 # GPU benchmark: the real SD 2.1 unCLIP architecture (random weights) at 768 px, fp16; needs CUDA
 bench-gpu: install

@@ -1,0 +1,163 @@
+"""Full-size rehearsal of the NSD path: real shapes, published file formats, random weights, minimal counts.
+
+Writes, under a work folder (default `data/rehearsal/`, reused when complete):
+
+- `nsd/`: an NSD mirror at REAL shapes for subject 1: the func1pt8mm grid 81 x 104 x 83, nsdgeneral with exactly
+  15,724 voxels, prf-visualrois labels, `--sessions` sessions of 750 trials (int16, gzipped NIfTI, as NSD), a
+  425-px `imgBrick` of `--images` images, `nsd_expdesign.mat` and `nsd_stim_info_merged.csv` in NSD's layout.
+- `weights/`: the authors' published formats at full size with random weights: `gnet_multisubject` (GNet8j,
+  227 px, 15,724 voxels), `sub01_clip_encoder.pt` (1024 -> 15000 -> 15000 -> 15724), `sub01_hybrid_autoencoder.pt`,
+  the open_clip ViT-H-14 checkpoint under the offline name the embedder looks for, and Stable Diffusion 2.1 unCLIP
+  in the diffusers folder layout built from its published configuration (`stable-diffusion-2-1-unclip/`).
+
+Then runs the SAME notebooks as a user, 00 -> 04, through papermill with dataset 'nsd' and that weights folder,
+with minimal counts (1 image, 1 iteration, 2 samples, 2 sampler steps), each stage in its own process, and reports
+per-stage wall time and peak memory: a table, then ONE JSON line. Nothing here is a speed target; it is how we know
+the real path runs at real shapes (a shape, dtype or memory bug shows up here, not after hours on a GPU).
+
+    python bench/rehearsal.py                      # write what is missing, run 00 -> 04 on the CPU
+    python bench/rehearsal.py --device cuda        # the same on a GPU
+    python bench/rehearsal.py --write-only         # only the files
+"""
+import argparse, json, os, resource, subprocess, sys, time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'bench'))
+GRID, NVOX, TRIALS = (81, 104, 83), 15724, 750
+
+
+def _done(folder: Path) -> bool: return (folder / 'COMPLETE.json').is_file()
+
+
+def _mark(folder: Path, **info): (folder / 'COMPLETE.json').write_text(json.dumps(dict(info, written=time.strftime('%F %T')), indent=1))
+
+
+def write_nsd(root: Path, n_images: int, n_sessions: int, seed: int = 0):
+    "Subject 1 of an NSD mirror at real shapes (random content), in the layout `secondsight.data.nsd_path` reads"
+    import h5py, nibabel as nib, scipy.io
+    from preprocess_session import make_session
+    from secondsight.data import nsd_path
+    from secondsight.demo import _demo_stim_info
+    rng, reps = np.random.default_rng(seed), 3
+    K = n_sessions * TRIALS // reps                                  # images a subject sees (3 repetitions each)
+    n_shared = max(10, K // 10)                                      # the shared (test) images
+    if n_images <= K: raise SystemExit(f"--images must exceed the {K} images a subject sees (the library is the rest)")
+    perm = rng.permutation(n_images)
+    shared = perm[:n_shared]
+    subjectim = np.stack([np.concatenate([shared, rng.permutation(perm[n_shared:])[:K - n_shared]]) for _ in range(8)])
+    order = rng.permutation(np.repeat(np.arange(K), reps))          # 10k-index of every trial
+    p = nsd_path(root, 'expdesign', must_exist=False); p.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(p, dict(masterordering=(order + 1)[None].astype(np.float64), subjectim=(subjectim + 1).astype(np.float64),
+                             sharedix=(shared + 1)[None].astype(np.float64)))
+    _demo_stim_info(n_images, shared, subjectim, order, reps).to_csv(nsd_path(root, 'stim_info', must_exist=False))
+    p = nsd_path(root, 'stimuli', must_exist=False); p.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(p, 'w') as f:                                     # smooth random colour images, 425 px
+        d = f.create_dataset('imgBrick', (n_images, 425, 425, 3), np.uint8, chunks=(1, 425, 425, 3))
+        import torch, torch.nn.functional as F
+        for i in range(0, n_images, 64):
+            x = torch.rand(min(64, n_images - i), 3, 8, 8, generator=torch.Generator().manual_seed(seed + i))
+            d[i:i + len(x)] = (F.interpolate(x, size=(425, 425), mode='bicubic', align_corners=False).clamp(0, 1) * 255
+                               ).round().byte().permute(0, 2, 3, 1).numpy()
+    mask = None
+    for ses in range(1, n_sessions + 1):
+        p = nsd_path(root, 'betas', 1, ses, must_exist=False); p.parent.mkdir(parents=True, exist_ok=True)
+        mask = make_session(p, (*GRID, TRIALS), NVOX, seed=seed + ses)
+    affine = np.diag([1.8, 1.8, 1.8, 1.0])
+    gen = np.where(mask, 1, 0).astype(np.int16)
+    y = np.broadcast_to(np.linspace(0, 1, GRID[1])[None, :, None], GRID)
+    prf = np.zeros(GRID, np.int16)
+    for lab, (lo, hi) in enumerate([(0, .12), (.12, .16), (.16, .20), (.20, .24)], 1):  # V1..V4 bands at the back
+        prf[mask & (y >= lo) & (y < hi)] = 2 * lab - 1 if lab < 4 else 7
+    for name, vol in (('nsdgeneral', gen), ('prf-visualrois', prf)):
+        p = nsd_path(root, 'roi', 1, roi=name, must_exist=False); p.parent.mkdir(parents=True, exist_ok=True)
+        nib.Nifti1Image(vol, affine).to_filename(str(p))
+    _mark(root, n_images=n_images, n_sessions=n_sessions, nvox=int(mask.sum()), shared=int(n_shared), seen=int(K))
+
+
+def write_weights(dest: Path, nsd: Path, seed: int = 0):
+    "The published model files at full size with random weights (authors' formats; unCLIP in the diffusers layout)"
+    import torch, open_clip, nibabel as nib
+    from secondsight.core import seeded
+    from secondsight.data import nsd_path
+    from secondsight.encoders import CLIPEncoder, BetaAutoencoder
+    from secondsight.gnet import GNet8j, save_gnet_multisubject
+    from gpu_search import UNET, VAE, TEXT, VISION, FEATURE_EXTRACTOR, NOISE_AUG
+    dest.mkdir(parents=True, exist_ok=True)
+    g = seeded(lambda: GNet8j(NVOX, 227, input_mean=[0.45, 0.43, 0.39]), seed)
+    gen = np.asarray(nib.load(str(nsd_path(nsd, 'roi', 1, roi='nsdgeneral'))).dataobj) == 1     # the published voxel_mask
+    save_gnet_multisubject(dest / 'gnet_multisubject', {1: g}, voxel_masks={1: gen.ravel()}, brain_nii_shapes={1: GRID}); del g
+    torch.save({f'module.{k}': v for k, v in seeded(lambda: CLIPEncoder(NVOX), seed).state_dict().items()}, dest / 'sub01_clip_encoder.pt')
+    torch.save(seeded(lambda: BetaAutoencoder(NVOX), seed).state_dict(), dest / 'sub01_hybrid_autoencoder.pt')
+    torch.save(seeded(lambda: open_clip.create_model('ViT-H-14', pretrained=None), seed).state_dict(),
+               dest / 'open_clip_ViT-H-14_laion2b_s32b_b79k.bin')
+    from diffusers import AutoencoderKL, UNet2DConditionModel, DDIMScheduler, DDPMScheduler
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection, CLIPImageProcessor
+    from secondsight.search import unclip_scheduler_config, _tiny_tokenizer
+    u = dest / 'stable-diffusion-2-1-unclip'
+    parts = dict(unet=lambda: UNet2DConditionModel(**UNET), vae=lambda: AutoencoderKL(**VAE),
+                 text_encoder=lambda: CLIPTextModel(CLIPTextConfig(**TEXT)),
+                 image_encoder=lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**VISION)),
+                 image_normalizer=lambda: StableUnCLIPImageNormalizer(embedding_dim=1024))
+    for name, build in parts.items():
+        m = seeded(build, seed); m.to(torch.float16).save_pretrained(u / name); del m   # fp16 halves the files
+    DDIMScheduler(**unclip_scheduler_config()).save_pretrained(u / 'scheduler')
+    DDPMScheduler(**NOISE_AUG).save_pretrained(u / 'image_noising_scheduler')
+    CLIPImageProcessor(**FEATURE_EXTRACTOR).save_pretrained(u / 'feature_extractor')
+    _tiny_tokenizer(77).save_pretrained(u / 'tokenizer')
+    _mark(dest, note='random weights at the published sizes; not usable for science')
+
+
+def run_stage(nb: str, out: Path, params: dict, env: dict) -> dict:
+    "One notebook through papermill in its own process; wall time and the peak RSS of its processes (the kernel)"
+    args = [str(ROOT / '.venv/bin/papermill') if (ROOT / '.venv/bin/papermill').exists() else 'papermill',
+            str(ROOT / 'nbs' / f'{nb}.ipynb'), str(out / f'{nb}.ipynb'), '--cwd', str(ROOT / 'nbs'), '-k', 'python3']
+    for k, v in params.items(): args += ['-p', k, str(v)]
+    code = ("import resource, subprocess, sys, json; r = subprocess.run(sys.argv[1:]); "
+            "print(json.dumps(dict(rc=r.returncode, peak_rss_gb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20)))")
+    t0 = time.time()
+    p = subprocess.run([sys.executable, '-c', code, *args], env=env, capture_output=True, text=True)
+    res = json.loads(p.stdout.strip().splitlines()[-1]) if p.stdout.strip() else dict(rc=p.returncode, peak_rss_gb=None)
+    res.update(stage=nb, seconds=round(time.time() - t0, 1))
+    if res['rc'] != 0: res['error'] = p.stderr.strip().splitlines()[-12:]
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--work', default=str(ROOT / 'data' / 'rehearsal'), help="work folder (NSD mirror, weights, runs)")
+    ap.add_argument('--images', type=int, default=600, help="images in the brick (more than the 500 a subject sees)")
+    ap.add_argument('--sessions', type=int, default=2, help="sessions of 750 trials")
+    ap.add_argument('--device', default='cpu')
+    ap.add_argument('--write-only', action='store_true')
+    ap.add_argument('--stages', default='00_data,01_encoders,02_gnet,03_search,04_metrics')
+    a = ap.parse_args()
+    work = Path(a.work); nsd, weights, runs = work / 'nsd', work / 'weights', work / 'runs'
+    t0 = time.time()
+    if not _done(nsd): write_nsd(nsd, a.images, a.sessions)
+    if not _done(weights): write_weights(weights, nsd)
+    written = round(time.time() - t0, 1)
+    print(f"files ready in {written} s: {nsd} ({sum(f.stat().st_size for f in nsd.rglob('*') if f.is_file()) / 1e9:.1f} GB), "
+          f"{weights} ({sum(f.stat().st_size for f in weights.rglob('*') if f.is_file()) / 1e9:.1f} GB)", flush=True)
+    if a.write_only: return
+    env = dict(os.environ, SECONDSIGHT_WEIGHTS=str(weights), SECONDSIGHT_DATA=str(work / 'data'), SECONDSIGHT_RUNS=str(runs),
+               HF_HUB_OFFLINE='1', MPLBACKEND='Agg')
+    common = dict(subj=1, dataset='nsd', data_root=nsd, device=a.device, models_dir=weights, sessions=f'1-{a.sessions}')
+    extra = {'03_search': dict(model_id=weights / 'stable-diffusion-2-1-unclip', n_images=1, n_iter=1, n_samples=2, n_branches=1,
+                               num_inference_steps=2, out_dir=runs / 'subj01'),
+             '04_metrics': dict(out_dir=runs / 'subj01', weights='random')}
+    out = work / 'notebooks'; out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for nb in a.stages.split(','):
+        rows.append(r := run_stage(nb, out, dict(common, **extra.get(nb, {})), env))
+        print(f"{nb:>12}: rc {r['rc']}  {r['seconds']:7.1f} s  peak {r['peak_rss_gb'] or float('nan'):5.1f} GB", flush=True)
+        if r['rc'] != 0: print('\n'.join(r['error'])); break
+    print(json.dumps(dict(bench='rehearsal', device=a.device, files_seconds=written, stages=rows,
+                          ok=all(r['rc'] == 0 for r in rows) and len(rows) == len(a.stages.split(',')))))
+
+
+if __name__ == '__main__':
+    main()
