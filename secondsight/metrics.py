@@ -809,7 +809,7 @@ def compare_stages(per_image:pd.DataFrame, # long table: `stage`, `nsd_id` (and 
         for m in metrics:
             d, lo, hi = paired_bootstrap(a.loc[common, m], b.loc[common, m], n_boot, seed=seed)
             rows.append(dict(comparison=f'{stage} - {base}', metric=m, diff=d, lo=lo, hi=hi, n=len(common),
-                             verdict='better' if lo > 0 else ('worse' if hi < 0 else 'n.s.')))
+                             verdict='n < 10: no verdict' if len(common) < 10 else ('better' if lo > 0 else ('worse' if hi < 0 else 'n.s.'))))
     return pd.DataFrame(rows)
 
 # %% ../nbs/04_metrics.ipynb #82f56af9
