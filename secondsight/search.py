@@ -643,11 +643,10 @@ def start_from(init:str, # `SearchConfig.init`
         with torch.no_grad(): emb = dec(avg.to(next(dec.parameters()).device)).float().cpu()
         return [replace(g, embed=e) for g, e in zip(guesses, emb)]
     recs = read_reconstructions(init, nsd_ids, subject.test_nsd_ids)
-    out = []
-    for g, i in zip(guesses, nsd_ids):
-        img = resize(recs[int(i)], tuple(g.lowlevel.shape[-2:]))
-        out.append(replace(g, lowlevel=img, embed=_as_tensor(generator.embed(img))[0]))
-    return out
+    size = tuple(guesses[0].lowlevel.shape[-2:])
+    imgs = torch.cat([resize(recs[int(i)], size) for i in nsd_ids])
+    embs = _as_tensor(generator.embed(imgs))                                   # one batched call
+    return [replace(g, lowlevel=imgs[k:k + 1], embed=embs[k]) for k, g in enumerate(guesses)]
 
 # %% ../nbs/03_search.ipynb #220cfc7f
 @dataclass
