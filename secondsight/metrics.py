@@ -785,12 +785,21 @@ def plot_grid(seen, # uint8 (n,H,W,3) seen images
 
 # %% ../nbs/04_metrics.ipynb #9c266c4c
 def paired_bootstrap(a, b, # paired values (n,): the same items under two conditions
-                     n_boot:int=10_000, ci:float=0.95, seed:int=0) -> tuple: # (mean difference a - b, low, high)
-    "Mean of a - b and its percentile bootstrap confidence interval, resampling the items with replacement"
+                     n_boot:int=10_000, ci:float=0.95, seed:int=0,
+                     groups=None, # (n,) each item's cluster (e.g. its source photograph): resample whole clusters
+                    ) -> tuple: # (mean difference a - b, low, high)
+    "Mean of a - b and its percentile bootstrap confidence interval, resampling the items (or their clusters) with replacement"
     d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
     if d.ndim != 1 or len(d) == 0: raise ValueError(f"paired_bootstrap: expected two equal-length 1-d arrays, got {np.shape(a)} and {np.shape(b)}.")
-    d = d[np.isfinite(d)]
-    means = d[np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))].mean(1)
+    if groups is not None and np.shape(groups) != d.shape: raise ValueError(f"paired_bootstrap: groups has shape {np.shape(groups)}, the items {d.shape}.")
+    ok, rng = np.isfinite(d), np.random.default_rng(seed)
+    d = d[ok]
+    if groups is None: means = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
+    else:
+        g = np.unique(np.asarray(groups)[ok], return_inverse=True)[1]
+        s, c = np.bincount(g, d), np.bincount(g)                             # each cluster's sum and size
+        w = rng.multinomial(len(s), np.full(len(s), 1 / len(s)), n_boot)      # how often each cluster is drawn
+        means = (w @ s) / (w @ c)
     lo, hi = np.percentile(means, [50 * (1 - ci), 50 * (1 + ci)])
     return float(d.mean()), float(lo), float(hi)
 
@@ -798,18 +807,22 @@ def paired_bootstrap(a, b, # paired values (n,): the same items under two condit
 def compare_stages(per_image:pd.DataFrame, # long table: `stage`, `nsd_id` (and `subj`), one column per metric
                    pairs:list, # (stage, baseline) pairs, e.g. [('final', 'initial'), ('final', 'library')]
                    metrics:list, # metric columns, e.g. ['true:nsdgeneral', 'PixCorr', 'SSIM']
-                   n_boot:int=10_000, seed:int=0) -> pd.DataFrame:
-    "Paired bootstrap 95% CIs of stage differences over the test images (items: (subj, nsd_id))"
+                   n_boot:int=10_000, seed:int=0,
+                   groups:str|None=None, # a column naming each image's cluster (e.g. 'photo'): resample clusters
+                  ) -> pd.DataFrame:
+    "Paired bootstrap 95% CIs of stage differences over the test images (items: (subj, nsd_id)) or their clusters"
     keys = [k for k in ('subj', 'nsd_id') if k in per_image.columns]
     rows = []
     for stage, base in pairs:
         a, b = (per_image[per_image.stage == s].set_index(keys) for s in (stage, base))
         common = a.index.intersection(b.index)
         if len(common) == 0: raise ValueError(f"compare_stages: no image has both stages {stage!r} and {base!r}.")
+        g = None if groups is None else a.loc[common, groups].to_numpy()
+        units = len(common) if g is None else len(set(g))
         for m in metrics:
-            d, lo, hi = paired_bootstrap(a.loc[common, m], b.loc[common, m], n_boot, seed=seed)
-            rows.append(dict(comparison=f'{stage} - {base}', metric=m, diff=d, lo=lo, hi=hi, n=len(common),
-                             verdict='n < 10: no verdict' if len(common) < 10 else ('better' if lo > 0 else ('worse' if hi < 0 else 'n.s.'))))
+            d, lo, hi = paired_bootstrap(a.loc[common, m], b.loc[common, m], n_boot, seed=seed, groups=g)
+            rows.append(dict(comparison=f'{stage} - {base}', metric=m, diff=d, lo=lo, hi=hi, n=len(common), units=units,
+                             verdict=f'{units} < 10 units: no verdict' if units < 10 else ('better' if lo > 0 else ('worse' if hi < 0 else 'n.s.'))))
     return pd.DataFrame(rows)
 
 # %% ../nbs/04_metrics.ipynb #82f56af9

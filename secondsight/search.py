@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_search.ipynb #b1d95185
 from __future__ import annotations
-import contextlib, json, os, shutil, socket, tempfile, time, warnings
+import contextlib, json, os, re, shutil, socket, tempfile, time, warnings
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from typing import Callable, Protocol, Sequence, runtime_checkable
@@ -26,9 +26,9 @@ __all__ = ['DTYPES', 'SCHEDULERS', 'INTERPOLATIONS', 'READD_RULES', 'LOOP_BODIES
            'samples_per_branch', 'slerp', 'lerp', 'reference_slerp', 'SearchLoop', 'SearchConfig', 'rank_library',
            'Generator', 'make_scheduler', 'noise_image_embeddings', 'UnCLIPGenerator', 'unclip_scheduler_config',
            'tiny_unclip', 'InitialGuess', 'initial_guesses', 'read_reconstructions', 'start_from', 'SearchResult',
-           'search', 'RecordingGenerator', 'QualityEncoder', 'RunFolder', 'select_images', 'claim_out_dir',
-           'unclip_generator', 'make_generator', 'denoise_betas', 'library_autoencoders', 'stage_scores', 'plot_stages',
-           'reconstruct_image', 'run_subject']
+           'roi_scores', 'scoring_masks', 'search', 'RecordingGenerator', 'QualityEncoder', 'RunFolder',
+           'select_images', 'claim_out_dir', 'unclip_generator', 'make_generator', 'denoise_betas',
+           'library_autoencoders', 'stage_scores', 'plot_stages', 'reconstruct_image', 'run_subject']
 
 # %% ../nbs/03_search.ipynb #24833b71
 from .data import DATASETS, get_dataset, load_subject
@@ -105,6 +105,7 @@ class SearchLoop:
     encoder: str = 'hybrid'            # the encoder that scores the samples (an EncoderSet predictor; the runner's)
     autoencoder: bool = True           # score against AE-denoised betas (the runner's; needs SearchConfig.use_autoencoder)
     average_reps: bool = False         # score against the mean of the repetitions, not r averaged over them
+    score_rois: str|None = None        # score = mean of these ROIs' r, e.g. 'early_vis,higher_vis' (None: r over all voxels)
 
     def __post_init__(self):
         for k, ok in (('body', LOOP_BODIES), ('interp', tuple(INTERPOLATIONS)), ('readd_best', READD_RULES),
@@ -149,6 +150,7 @@ class SearchConfig:
     strength_start: float|None = None  # strength schedule start (None: the loop's, 0.92)
     strength_drop: float|None = None   # strength schedule drop (None: the loop's, 0.30; boi-v2: 0.40)
     momentum: float|None = None    # embedding momentum (None: the loop's, 0.2; boi-v2: 0, a fixed embedding)
+    score_rois: str|None = None    # score each sample by the mean r of these ROIs, e.g. 'early_vis,higher_vis' (None: the loop's, all voxels)
     init_strength: float = 0.9     # strength of the initial guess (low-level image + mean embedding)
     n_embed: int = 100             # library top-n averaged into the initial embedding
     n_lowlevel: int = 25           # library top-n (GNet, early_vis) averaged into the low-level latents
@@ -179,7 +181,7 @@ class SearchConfig:
 @patch
 def search_loop(self:SearchConfig)->SearchLoop:
     "The run's loop: `LOOPS[loop]` with this configuration's overrides"
-    over = {k: getattr(self, k) for k in ('n_samples', 'strength_start', 'strength_drop', 'momentum') if getattr(self, k) is not None}
+    over = {k: getattr(self, k) for k in ('n_samples', 'strength_start', 'strength_drop', 'momentum', 'score_rois') if getattr(self, k) is not None}
     if self.readd_quirk: over['readd_best'] = 'if-seed'
     return replace(LOOPS[self.loop], **over)
 
@@ -203,6 +205,8 @@ def _check_loop(self:SearchConfig):
     if self.readd_quirk and LOOPS[self.loop].readd_best != 'never':
         _fail('readd_quirk', self.readd_quirk, f"False with loop={self.loop!r}, which re-adds the best image by its own rule "
               f"({LOOPS[self.loop].readd_best!r})", "The quirk is the published code's: use it with loop='master' or 'boi-v2'.")
+    if self.score_rois is not None and not re.fullmatch(r'\w+(,\w+)*', str(self.score_rois)):
+        _fail('score_rois', self.score_rois, "ROI names separated by commas, e.g. 'early_vis,higher_vis'", "Pass None to score over all voxels.")
     if self.library_autoencoder not in LIBRARY_AUTOENCODERS:
         _fail('library_autoencoder', self.library_autoencoder, f"one of {LIBRARY_AUTOENCODERS}", "Pass one of these.")
 
@@ -672,10 +676,23 @@ class SearchResult:
     seeds: list                     # base seed per iteration and branch
 
 # %% ../nbs/03_search.ipynb #89b8c9b1
+def roi_scores(preds, betas, mask=None)->torch.Tensor:
+    "Each prediction's score: r over the voxels of `mask` (None: all); with {roi: mask}, the mean of the ROIs' r"
+    if not isinstance(mask, dict): return brain_scores(preds, betas, mask)
+    return torch.stack([brain_scores(preds, betas, m) for m in mask.values()]).mean(0)
+
+def scoring_masks(loop:SearchLoop, roi_masks:dict)->dict|None:
+    "The masks whose r a loop's score averages (`score_rois`), or None (all voxels); an unknown ROI fails at once"
+    if loop.score_rois is None: return None
+    names = loop.score_rois.split(',')
+    missing = [r for r in names if r not in roi_masks]
+    if missing: raise ValueError(f"score_rois={loop.score_rois!r}: the subject has no ROI {missing[0]!r}; its ROIs are {sorted(roi_masks)}.")
+    return {r: torch.as_tensor(np.asarray(roi_masks[r], bool)) for r in names}
+
 def _draw(generator, encoder, betas, mask, branches, strength:float, n:int, seeds:list):
     "n samples from each branch (init image, embedding) and their scores: ((B*n,3,H,W), (B*n,))"
     imgs = torch.cat([generator.vary(img, emb[None], strength, n, seed=sd) for (img, emb), sd in zip(branches, seeds)])
-    return imgs, brain_scores(encoder.predict(imgs), betas, mask)
+    return imgs, roi_scores(encoder.predict(imgs), betas, mask)
 
 def _readd(rule:str, best_id, seed_ids)->bool:
     "Does the running best image get a branch of its own? (`rule` from READD_RULES)"
@@ -768,7 +785,7 @@ def search(betas,                       # (reps, nvox) or (nvox,) target betas; 
            strengths:Sequence[float]|None=None,  # per-iteration strength (default: the loop's schedule)
            momenta:Sequence[float]|None=None,    # per-iteration embedding momentum (default: the loop's)
            min_per_branch:int=10,       # lower bound of the samples per branch
-           mask=None,                   # optional bool (nvox,) voxels used for scoring
+           mask=None,                   # voxels used for scoring: bool (nvox,), or {roi: mask} to average the ROIs' r (`scoring_masks`)
            seed:int=0,                  # base seed: branch b of iteration i uses derive_seed(seed, i, b)
            progress:bool=False)->SearchResult:
     "Second Sight's stochastic search, as `loop` runs it: a pure function of (betas, initial guess, encoder, generator, loop, seed)."
@@ -994,7 +1011,8 @@ def reconstruct_image(cfg:SearchConfig, subject, nsd_id:int,
     initial = generator.vary(guess.lowlevel, guess.embed[None], cfg.init_strength, 1, seed=seeds['initial'])
     # 2. The search, with the loop's encoder and target
     res = search(target if loop.autoencoder else measured, guess.lowlevel, guess.embed, encoders.predictor(loop.encoder), generator,
-                 loop=loop, n_iter=cfg.n_iter, n_branches=cfg.n_branches, min_per_branch=cfg.min_per_branch, seed=seeds['search'], progress=progress)
+                 loop=loop, n_iter=cfg.n_iter, n_branches=cfg.n_branches, min_per_branch=cfg.min_per_branch, seed=seeds['search'],
+                 mask=scoring_masks(loop, subject.roi_masks), progress=progress)
     iters = {f'iter_{i + 1:02d}': im for i, im in enumerate(res.iter_images)}
     stages = dict(random=rand_img, library=lib_img, lowlevel=guess.lowlevel, initial=initial, **iters, final=res.best_image)
     stages = {k: as_images(to_uint8(im)) for k, im in stages.items()}      # 8-bit, as stored: scores are those of the PNGs
@@ -1035,6 +1053,7 @@ def run_subject(cfg:SearchConfig,     # the run (out_dir required)
     subject = subject if subject is not None else load_subject(cfg.subj, cfg.dataset, cfg.data_root, cfg.sessions)
     ids = select_images(cfg, subject.test_nsd_ids)
     per_model = library_autoencoders(cfg, autoencoders)
+    scoring_masks(cfg.search_loop(), subject.roi_masks)     # an unknown ROI fails here
     out = claim_out_dir(cfg)
     run = RunFolder(out)
     todo = [i for i in ids if not run.is_finished(i)]

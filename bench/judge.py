@@ -1,0 +1,242 @@
+"""The judge: which search (and which starting point) reconstructs better, on the demo, with statistics.
+
+Four demo subjects (1, 2, 5, 7; 30 test images each). Every *run* is one 03_search run folder (`run_subject`, so
+resumable) that differs from the default in one thing:
+
+- the loops: `ours` (default), `master` (the published code), `preprint`, `boi-v2`;
+- variants of `ours` for the early-visual question: 3 iterations (more samples each), ROI-balanced scores;
+- the starting points: `decoder-ridge`, `decoder-mindeye` (the decoded embedding instead of the library's mean).
+
+All at EQUAL GENERATOR CALLS: every run draws about as many samples per image as `ours` at the paper's schedule (6
+iterations x 100 samples, 4 branches: 488 samples + 1 initial image); a loop or variant whose own schedule draws a
+different number has its samples per iteration scaled to match (counted on 03's recording generator, exactly).
+
+Judged per image by the simulator's TRUE brain (what the search can never see: noiseless responses, Pearson r with
+the measured betas in nsdgeneral, early and higher visual cortex), PixCorr and SSIM against the seen image, and
+retrieval (is the seen image the nearest of the subject's 30 test images to the reconstruction, in the generator's
+embedding space; chance 1/30). Differences between conditions are paired, with 95% bootstrap CIs (04's
+`compare_stages`) resampling the images, and a second, stricter one resampling the source PHOTOGRAPHS (the demo's
+test images are crops of 5 photographs per subject, so images of one photograph are not independent).
+
+    python bench/judge.py                          # everything (~1 h on 2 cores; resumes where it stopped)
+    python bench/judge.py --runs ours master --subjects 1 --n-images 10     # a quick look
+    python bench/judge.py --evaluate-only          # tables and figures from the finished runs
+
+Writes runs/judge/<run>/subjNN/ (run folders), runs/judge/per_image.csv, comparisons.csv, per_subject.csv,
+figures (--fig-dir, default runs/judge); ends with ONE JSON line.
+"""
+import argparse, json, os, sys, time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBJECTS = (1, 2, 5, 7)
+METRICS_ = ['true:nsdgeneral', 'true:early_vis', 'true:higher_vis', 'hybrid:nsdgeneral', 'hybrid:early_vis', 'hybrid:higher_vis',
+            'PixCorr', 'SSIM', 'retrieval']
+
+
+def total_samples(loop: str, n_iter: int = 6, n_samples=None, **kw) -> int:
+    "Samples one search draws (03's loop on its recording generator), + 1 for the initial image"
+    from secondsight.search import search, RecordingGenerator, QualityEncoder
+    rg, target = RecordingGenerator(), torch.randn(300, generator=torch.Generator().manual_seed(0))
+    search(target, rg.image(-1, 0.0), rg.embed(rg.image(-1, 0.0))[0], QualityEncoder(target), rg, loop=loop, n_iter=n_iter,
+           n_samples=n_samples, **kw)
+    return sum(c['n'] for c in rg.calls) + 1
+
+
+def equal_calls(loop: str, n_iter: int, budget: int) -> int:
+    "Samples per iteration whose total is closest to `budget`"
+    return min(range(8, 601), key=lambda n: (abs(total_samples(loop, n_iter, n) - budget), n))
+
+
+def plan(names=None) -> dict:
+    "run name -> (what it tests, SearchConfig overrides), at equal generator calls"
+    from secondsight.search import SearchConfig
+    budget = total_samples('ours')
+    runs = {
+        'ours': ("default loop", {}),
+        'master': ("published loop (Second-Sight master)", dict(loop='master')),
+        'preprint': ("the preprint's loop", dict(loop='preprint')),
+        'boi-v2': ("BOI v2 loop, samples scaled to equal calls", dict(loop='boi-v2', n_samples=equal_calls('boi-v2', 6, budget))),
+        'ours-3it': ("ours, 3 iterations of more samples", dict(n_iter=3, n_samples=equal_calls('ours', 3, budget))),
+        'ours-balanced': ("ours, score = mean r of early and higher visual", dict(score_rois='early_vis,higher_vis')),
+        'decoder-ridge': ("ours from the ridge decoder's embedding", dict(init='decoder-ridge')),
+        'decoder-mindeye': ("ours from the MindEye-style decoder's embedding", dict(init='decoder-mindeye')),
+    }
+    if 'score_rois' not in SearchConfig.__dataclass_fields__: runs.pop('ours-balanced')   # older package
+    return {k: v for k, v in runs.items() if names is None or k in names}
+
+
+def run_all(runs: dict, subjects, out: Path, n_images=None):
+    "Every run for every subject (finished images are skipped); the subject's models are loaded once"
+    from secondsight.data import load_subject
+    from secondsight.gnet import get_encoders
+    from secondsight.search import SearchConfig, make_generator, run_subject
+    times = {}
+    for s in subjects:
+        subject = load_subject(s, 'demo', progress=False)
+        encoders = get_encoders(subject, progress=False)
+        generator = make_generator(SearchConfig(subj=s), subject, encoders)
+        for name, (_, over) in runs.items():
+            t0 = time.time()
+            cfg = SearchConfig(subj=s, out_dir=str(out / name / f'subj{s:02d}'), n_images=n_images, **over)
+            run_subject(cfg, subject, encoders, generator, progress=False)
+            times[(name, s)] = time.time() - t0
+            print(f"subj{s:02d} {name}: {times[(name, s)]:.0f} s", file=sys.stderr, flush=True)
+    return times
+
+
+def retrieval_hits(recons, seen, embed) -> np.ndarray:
+    "1 where the reconstruction's nearest seen image (cosine, generator embedding) is its own, else 0"
+    r, t = (torch.nn.functional.normalize(torch.as_tensor(np.asarray(embed(x)), dtype=torch.float32), dim=-1) for x in (recons, seen))
+    return (r @ t.T).argmax(1).eq(torch.arange(len(r))).float().numpy()
+
+
+def evaluate(runs: dict, subjects, out: Path) -> pd.DataFrame:
+    "Long table: one row per (condition, subject, image) with every metric"
+    from secondsight.data import load_subject
+    from secondsight.demo import demo_provenance
+    from secondsight.gnet import get_encoders
+    from secondsight.metrics import evaluate_subject, read_run
+    photo = demo_provenance()['photo']
+    rows = []
+    for s in subjects:
+        subject = load_subject(s, 'demo', progress=False)
+        encs = get_encoders(subject, progress=False, train=False)
+        judges = dict(true=subject.data_set.reference_encoders(subject)['true'], hybrid=encs.hybrid)
+        for name in runs:
+            d = out / name / f'subj{s:02d}'
+            if not (d / 'images').is_dir(): continue
+            run = read_run(d, s)
+            per_image, brain, _, _ = evaluate_subject(run, subject, judges, metrics=('PixCorr', 'SSIM'), weights='random', progress=False)
+            wide = pd.concat([b.set_index(['stage', 'nsd_id'])[['nsdgeneral', 'early_vis', 'higher_vis']].add_prefix(f'{e}:')
+                              for e, b in brain.groupby('encoder', sort=False)], axis=1)
+            t = per_image.set_index(['stage', 'nsd_id'])[['PixCorr', 'SSIM']].join(wide, how='outer').reset_index()
+            seen = np.asarray(subject.images(np.asarray(run.nsd_ids)))
+            for st in run.stages + ['seen']:
+                hits = retrieval_hits(run.images(st) if st != 'seen' else seen, seen, encs.embedder.embed)
+                t.loc[t.stage == st, 'retrieval'] = hits[[run.nsd_ids.index(i) for i in t.loc[t.stage == st, 'nsd_id']]]
+            rows.append(t.assign(run=name, subj=s))
+    df = pd.concat(rows, ignore_index=True)
+    df['photo'] = photo.loc[df.nsd_id].values
+    return df
+
+
+def conditions(df: pd.DataFrame) -> pd.DataFrame:
+    "Name each (run, stage) that the comparison uses: baselines from `ours`, each run's final, each decoder's initial"
+    base = df[df.run == 'ours']
+    parts = [base[base.stage == st].assign(stage=lab) for st, lab in
+             (('random', 'random'), ('library', 'library top-1'), ('lowlevel', 'low-level'), ('initial', 'initial'), ('seen', 'seen'))]
+    for name in df.run.unique():
+        r = df[df.run == name]
+        parts.append(r[r.stage == 'final'].assign(stage=f'final: {name}'))
+        if name.startswith('decoder-'): parts.append(r[r.stage == 'initial'].assign(stage=f'{name} alone'))
+    return pd.concat(parts, ignore_index=True)
+
+
+def pairs_for(stages) -> list:
+    "The comparisons the two issues ask for, among the conditions present"
+    finals = [s for s in stages if s.startswith('final: ')]
+    out = [('initial', 'random')] + [(f, 'initial') for f in finals] + [(f, 'library top-1') for f in finals]
+    out += [(f, 'final: master') for f in finals if f != 'final: master' and 'final: master' in stages]
+    for dec in ('decoder-ridge', 'decoder-mindeye'):
+        if f'final: {dec}' in stages:
+            out += [(f'final: {dec}', f'{dec} alone'), (f'{dec} alone', 'initial')]
+            out += [(f'final: {dec}', 'final: ours')] if 'final: ours' in stages else []
+    return out
+
+
+def compare(cond: pd.DataFrame, n_boot: int) -> pd.DataFrame:
+    "Paired 95% CIs over images and over photographs (`compare_stages` with groups)"
+    from secondsight.metrics import compare_stages
+    pairs, ms = pairs_for(set(cond.stage)), [m for m in METRICS_ if m in cond]
+    img = compare_stages(cond, pairs, ms, n_boot=n_boot).assign(resample='images')
+    pho = compare_stages(cond, pairs, ms, n_boot=n_boot, groups='photo').assign(resample='photographs')
+    return pd.concat([img, pho], ignore_index=True)
+
+
+def per_subject(cond: pd.DataFrame, n_boot: int) -> pd.DataFrame:
+    "final > initial > random and final vs library top-1, per subject, in true nsdgeneral and early visual r"
+    from secondsight.metrics import compare_stages
+    pairs = [p for p in [('initial', 'random'), ('final: ours', 'initial'), ('final: ours', 'library top-1'),
+                         ('final: master', 'initial'), ('final: master', 'library top-1')] if set(p) <= set(cond.stage)]
+    return pd.concat([compare_stages(c, pairs, ['true:nsdgeneral', 'true:early_vis'], n_boot=n_boot).assign(subj=s)
+                      for s, c in cond.groupby('subj')], ignore_index=True)
+
+
+def figures(cond: pd.DataFrame, cmp: pd.DataFrame, fig_dir: Path) -> list:
+    "Means with CIs per condition; forest plots of the loop and decoder comparisons"
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from secondsight.metrics import plot_comparison
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    c = cmp[cmp['resample'] == 'images']
+    loops = c[c.comparison.str.contains('- final: master|- initial$', regex=True) & ~c.comparison.str.startswith('final: decoder')
+              & ~c.comparison.str.contains('alone')]
+    dec = c[c.comparison.str.contains('decoder')]
+    ms = ['true:nsdgeneral', 'true:early_vis', 'PixCorr', 'SSIM']
+    for t, name, title in ((loops, 'judge_loops.png', 'loops at equal generator calls: paired differences, 95% CI over 120 images'),
+                           (dec, 'judge_decoders.png', 'decoder alone / + search / library + search: paired differences, 95% CI')):
+        if len(t):
+            fig = plot_comparison(t[t.metric.isin(ms)], title)
+            fig.savefig(fig_dir / name, dpi=80); plt.close(fig); files.append(str(fig_dir / name))
+    return files
+
+
+def trajectory(df: pd.DataFrame, fig_dir: Path, runs=('ours', 'master', 'ours-balanced', 'ours-3it')) -> str:
+    "Mean true and encoder r per iteration (early visual and nsdgeneral): does the search climb the true brain?"
+    import matplotlib.pyplot as plt
+    fig, axs = plt.subplots(1, 2, figsize=(8, 2.8), sharey=False)
+    for ax, roi in zip(axs, ('early_vis', 'nsdgeneral')):
+        for k, name in enumerate(r for r in runs if r in set(df.run)):
+            d = df[df.run == name]
+            steps = ['initial'] + sorted(s for s in d.stage.unique() if s.startswith('iter_'))
+            m = d.groupby('stage')[[f'true:{roi}', f'hybrid:{roi}']].mean().loc[steps]
+            ax.plot(range(len(steps)), m[f'true:{roi}'], '-o', ms=3, color=f'C{k}', label=f'{name}: true brain')
+            ax.plot(range(len(steps)), m[f'hybrid:{roi}'], '--', color=f'C{k}', label=f'{name}: hybrid encoder')
+        ax.set_title(roi, fontsize=9); ax.set_xlabel('iteration (0 = initial guess)', fontsize=8); ax.tick_params(labelsize=8)
+    axs[0].set_ylabel('mean r with measured betas', fontsize=8); axs[1].legend(fontsize=6, loc='lower right')
+    fig.suptitle('the running best image per iteration, mean over the test images', fontsize=9); fig.tight_layout()
+    p = fig_dir / 'judge_trajectory.png'; fig.savefig(p, dpi=80); plt.close(fig)
+    return str(p)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--runs', nargs='*', default=None, help='run names (default: all)')
+    ap.add_argument('--subjects', nargs='*', type=int, default=list(SUBJECTS))
+    ap.add_argument('--n-images', type=int, default=None, help='first n test images per subject (default: all 30)')
+    ap.add_argument('--out', type=Path, default=ROOT / 'runs' / 'judge')
+    ap.add_argument('--fig-dir', type=Path, default=None)
+    ap.add_argument('--n-boot', type=int, default=10_000)
+    ap.add_argument('--evaluate-only', action='store_true')
+    a = ap.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    t0, runs = time.time(), plan(a.runs)
+    times = {} if a.evaluate_only else run_all(runs, a.subjects, a.out, a.n_images)
+    t1 = time.time()
+    df = evaluate(runs, a.subjects, a.out)
+    a.out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(a.out / 'all_stages.csv', index=False)
+    cond = conditions(df)
+    cmp, subj = compare(cond, a.n_boot), per_subject(cond, a.n_boot)
+    a.out.mkdir(parents=True, exist_ok=True)
+    cond.to_csv(a.out / 'per_image.csv', index=False); cmp.to_csv(a.out / 'comparisons.csv', index=False)
+    subj.to_csv(a.out / 'per_subject.csv', index=False)
+    means = cond.groupby('stage')[[m for m in METRICS_ if m in cond]].mean().round(4)
+    means.to_csv(a.out / 'means.csv')
+    files = figures(cond, cmp, a.fig_dir or a.out) + [trajectory(df, a.fig_dir or a.out)]
+    print(means.to_string(), file=sys.stderr)
+    print(json.dumps(dict(bench='judge', subjects=a.subjects, runs={k: dict(what=v[0], overrides=v[1], samples_per_image=total_samples(
+        **{'loop': 'ours', **{k2: v2 for k2, v2 in v[1].items() if k2 in ('loop', 'n_iter', 'n_samples')}})) for k, v in runs.items()},
+        n_images=int(cond[cond.stage == 'initial'].shape[0]), run_seconds={f'{k}/subj{s:02d}': round(v, 1) for (k, s), v in times.items()},
+        seconds=dict(runs=round(t1 - t0, 1), evaluate=round(time.time() - t1, 1)), files=files,
+        means=json.loads(means.to_json(orient='index')))))
+
+
+if __name__ == '__main__':
+    main()
