@@ -91,8 +91,8 @@ def run_all(runs: dict, subjects, out: Path, n_images=None):
 
 def retrieval_hits(recons, seen, embed) -> np.ndarray:
     "1 where the reconstruction's nearest seen image (cosine, generator embedding) is its own, else 0"
-    r, t = (torch.nn.functional.normalize(torch.as_tensor(np.asarray(embed(x)), dtype=torch.float32), dim=-1) for x in (recons, seen))
-    return (r @ t.T).argmax(1).eq(torch.arange(len(r))).float().numpy()
+    from secondsight.core import top1_hits
+    return top1_hits(embed(recons), embed(seen)).float().numpy()
 
 
 def evaluate(runs: dict, subjects, out: Path) -> pd.DataFrame:

@@ -21,7 +21,7 @@ __all__ = ['SUBJECTS', 'DATASETS', 'check_subject', 'subj_name', 'data_dir', 'ca
            'default_device', 'announce', 'cli_error', 'atomic_write', 'file_lock', 'cache_key', 'manifest_path',
            'read_json', 'is_current', 'cached', 'resize', 'as_images', 'to_uint8', 'save_image', 'load_image',
            'derive_seed', 'sample_seeds', 'seeded', 'standardize_rows', 'mean_query', 'pearson_matrix', 'brain_scores',
-           'pearson_rows', 'voxel_corr', 'to_gray', 'ssim_rows']
+           'pearson_rows', 'voxel_corr', 'to_gray', 'ssim_rows', 'top1_hits', 'retrieval_top1']
 
 # %% ../nbs/00_core.ipynb #646c311f
 SUBJECTS = (1, 2, 5, 7)  # the subjects of Second Sight / MindEye / Brain-Diffuser
@@ -366,3 +366,29 @@ def ssim_rows(x:np.ndarray, # (n,H,W) float64 gray images (reconstructions)
     kw = dict(channel_axis=-1) if per_column else {}
     return np.array([structural_similarity(x[i], y[i], gaussian_weights=True, sigma=1.5, data_range=float(dr[i]),
                                            use_sample_covariance=sample_covariance, **kw) for i in range(len(y))])
+
+# %% ../nbs/00_core.ipynb #cf0f3d09
+def top1_hits(queries, # (n, d) query i belongs with truth row i (e.g. a decoded embedding and its image's)
+              truth, # (n, d) the candidates
+             ) -> torch.Tensor: # (n,) bool: is truth row i the most similar (cosine) to query i among all n?
+    "Top-1 retrieval item by item: does each query find its own partner?"
+    q, t = (F.normalize(torch.as_tensor(np.asarray(x), dtype=torch.float32), dim=-1) for x in (queries, truth))
+    if q.shape != t.shape: raise ValueError(f"retrieval: queries {tuple(q.shape)} and truth {tuple(t.shape)} must have the same shape.")
+    return (q @ t.T).argmax(1) == torch.arange(len(q))
+
+# %% ../nbs/00_core.ipynb #10cf1e5f
+def retrieval_top1(decoded, # (n, d) decoded embeddings, row i from the brain response to image i
+                   truth, # (n, d) the images' own embeddings
+                   n_way:int|None=300, # candidates per draw (None or >= n: the whole set, one draw)
+                   n_draws:int=30, # random draws of n_way items (MindEye: 30)
+                   seed:int=0) -> dict: # brain_to_image, image_to_brain, n_way, chance, n_draws
+    "MindEye's top-1 retrieval in both directions: mean over random draws of `n_way` items, cosine similarity"
+    d, t = (torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in (decoded, truth))
+    if d.shape != t.shape: raise ValueError(f"retrieval_top1: decoded {tuple(d.shape)} and truth {tuple(t.shape)} must have the same shape.")
+    n = len(d); k = n if n_way is None or n_way >= n else int(n_way)
+    rng = np.random.default_rng(seed)
+    draws = [np.arange(n)] if k == n else [rng.choice(n, k, replace=False) for _ in range(n_draws)]
+    b2i, i2b = [], []
+    for idx in draws:
+        b2i.append(float(top1_hits(d[idx], t[idx]).float().mean())); i2b.append(float(top1_hits(t[idx], d[idx]).float().mean()))
+    return dict(brain_to_image=float(np.mean(b2i)), image_to_brain=float(np.mean(i2b)), n_way=k, chance=1 / k, n_draws=len(draws))

@@ -12,7 +12,6 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 from PIL import Image
@@ -24,7 +23,7 @@ from .encoders import OPENAI_MEAN, OPENAI_STD, open_clip_file
 from .gnet import EncoderSet, get_encoders
 from .search import RunFolder
 from .core import (subj_name, atomic_write, as_images, load_image, _rows64, pearson_rows, to_gray,
-    ssim_rows, weights_dir, shown)
+    ssim_rows, weights_dir, shown, retrieval_top1)
 
 # %% auto #0
 __all__ = ['METRICS', 'LOW_LEVEL', 'TWO_WAY', 'DISTANCE', 'LOWER_IS_BETTER', 'RANDOM_WEIGHTS_LABEL', 'NETS', 'CONVENTIONS',
@@ -34,8 +33,8 @@ __all__ = ['METRICS', 'LOW_LEVEL', 'TWO_WAY', 'DISTANCE', 'LOWER_IS_BETTER', 'RA
            'MetricWeightsError', 'MetricNet', 'load_metric_net', 'metric_weight_files', 'fetch_metric_weights',
            'image_metrics', 'brain_correlation', 'brain_metrics', 'Run', 'read_run', 'stage_table', 'to_markdown',
            'caveats', 'published_comparison', 'published_brain_comparison', 'plot_stage_metrics', 'plot_brain_rois',
-           'plot_grid', 'paired_bootstrap', 'compare_stages', 'plot_comparison', 'retrieval_top1', 'decoder_retrieval',
-           'Evaluation', 'table_markdown', 'mean_over_subjects', 'evaluate_subject', 'evaluate_run']
+           'plot_grid', 'paired_bootstrap', 'compare_stages', 'plot_comparison', 'decoder_retrieval', 'Evaluation',
+           'table_markdown', 'mean_over_subjects', 'evaluate_subject', 'evaluate_run']
 
 # %% ../nbs/04_metrics.ipynb #69782e9f
 METRICS = ('PixCorr', 'SSIM', 'AlexNet(2)', 'AlexNet(5)', 'InceptionV3', 'CLIP', 'EffNet-B', 'SwAV')
@@ -839,24 +838,6 @@ def plot_comparison(table:pd.DataFrame, # `compare_stages` output
     axs[0][0].invert_yaxis(); fig.suptitle(title, fontsize=10); fig.tight_layout()
     if fname is not None: fig.savefig(fname)
     return fig
-
-# %% ../nbs/04_metrics.ipynb #10cf1e5f
-def retrieval_top1(decoded, # (n, d) decoded embeddings, row i from the brain response to image i
-                   truth, # (n, d) the images' own embeddings
-                   n_way:int|None=300, # candidates per draw (None or >= n: the whole set, one draw)
-                   n_draws:int=30, # random draws of n_way items (MindEye: 30)
-                   seed:int=0) -> dict: # brain_to_image, image_to_brain, n_way, chance, n_draws
-    "MindEye's top-1 retrieval in both directions: mean over random draws of `n_way` items, cosine similarity"
-    d, t = F.normalize(torch.as_tensor(np.asarray(decoded), dtype=torch.float32), dim=-1), F.normalize(torch.as_tensor(np.asarray(truth), dtype=torch.float32), dim=-1)
-    if d.shape != t.shape: raise ValueError(f"retrieval_top1: decoded {tuple(d.shape)} and truth {tuple(t.shape)} must have the same shape.")
-    n = len(d); k = n if n_way is None or n_way >= n else int(n_way)
-    rng = np.random.default_rng(seed)
-    draws = [np.arange(n)] if k == n else [rng.choice(n, k, replace=False) for _ in range(n_draws)]
-    b2i, i2b = [], []
-    for idx in draws:
-        sim, ar = d[idx] @ t[idx].T, torch.arange(k)             # sim[i, j]: brain i vs image j
-        b2i.append(float((sim.argmax(1) == ar).float().mean())); i2b.append(float((sim.argmax(0) == ar).float().mean()))
-    return dict(brain_to_image=float(np.mean(b2i)), image_to_brain=float(np.mean(i2b)), n_way=k, chance=1 / k, n_draws=len(draws))
 
 # %% ../nbs/04_metrics.ipynb #9e1427ef
 @torch.no_grad()
