@@ -236,7 +236,9 @@ def _stored_rows(path:Path, key:dict, a:int, b:int) -> np.ndarray|None:
     if {k: v for k, v in pkey.items() if k != 'chunk'} != key: return None
     starts = range(a - a % pkey['chunk'], b, pkey['chunk'])
     if not all(_part(parts, s).exists() for s in starts): return None
-    return np.concatenate([np.load(_part(parts, s)) for s in starts])[a - starts[0]:b - starts[0]]
+    try: return np.concatenate([np.load(_part(parts, s)) for s in starts])[a - starts[0]:b - starts[0]]
+    except FileNotFoundError:       # the last shard assembled the matrix and deleted its chunks meanwhile
+        return np.load(path, mmap_mode='r')[a:b] if is_current(path, key) else None
 
 def embedding_rows(subject, embedder:ImageEmbedder):
     "rows(a, b) -> float32 (b - a, dim): embeddings of brick images a..b-1 from the cache when there, else computed"
@@ -550,8 +552,8 @@ class ClipBetaEncoder:
     def predict_embeddings(self, c, mask=None) -> torch.Tensor:
         "Betas (n, nvox) from precomputed embeddings (n, d)"
         dev = next(self.model.parameters()).device
-        c = torch.as_tensor(np.asarray(c, dtype=np.float32))
-        out = [self.model(c[i:i + 4096].to(dev)).float().cpu() for i in range(0, len(c), 4096)]
+        out = [self.model(torch.from_numpy(np.array(c[i:i + 4096], dtype=np.float32)).to(dev)).float().cpu()   # a writable copy per chunk
+               for i in range(0, len(c), 4096)]                                                              # (c may be a read-only memmap)
         return _select(torch.cat(out) if out else torch.zeros(0, self.nvox), mask)
 
     def predict(self,
