@@ -21,6 +21,7 @@ test images are crops of 5 photographs per subject, so images of one photograph 
     python bench/judge.py                          # everything (~1 h on 2 cores; resumes where it stopped)
     python bench/judge.py --runs ours master --subjects 1 --n-images 10     # a quick look
     python bench/judge.py --evaluate-only          # tables and figures from the finished runs
+    python bench/judge.py --runs ours ours-balanced --seed 1 --out runs/judge-seed1    # a replicate
 
 Writes runs/judge/<run>/subjNN/ (run folders), runs/judge/per_image.csv, comparisons.csv, per_subject.csv,
 figures (--fig-dir, default runs/judge); ends with ONE JSON line.
@@ -70,7 +71,7 @@ def plan(names=None) -> dict:
     return {k: v for k, v in runs.items() if names is None or k in names}
 
 
-def run_all(runs: dict, subjects, out: Path, n_images=None):
+def run_all(runs: dict, subjects, out: Path, n_images=None, seed: int = 0):
     "Every run for every subject (finished images are skipped); the subject's models are loaded once"
     from secondsight.data import load_subject
     from secondsight.gnet import get_encoders
@@ -82,7 +83,7 @@ def run_all(runs: dict, subjects, out: Path, n_images=None):
         generator = make_generator(SearchConfig(subj=s), subject, encoders)
         for name, (_, over) in runs.items():
             t0 = time.time()
-            cfg = SearchConfig(subj=s, out_dir=str(out / name / f'subj{s:02d}'), n_images=n_images, **over)
+            cfg = SearchConfig(subj=s, out_dir=str(out / name / f'subj{s:02d}'), n_images=n_images, seed=seed, **over)
             run_subject(cfg, subject, encoders, generator, progress=False)
             times[(name, s)] = time.time() - t0
             print(f"subj{s:02d} {name}: {times[(name, s)]:.0f} s", file=sys.stderr, flush=True)
@@ -145,8 +146,8 @@ def pairs_for(stages) -> list:
     for dec in ('decoder-ridge', 'decoder-mindeye'):
         if f'final: {dec}' in stages:
             out += [(f'final: {dec}', f'{dec} alone'), (f'{dec} alone', 'initial')]
-            out += [(f'final: {dec}', 'final: ours')] if 'final: ours' in stages else []
-    return out
+            out += [(f'final: {dec}', 'final: ours')]
+    return [p for p in out if set(p) <= set(stages)]     # a partial run (--runs) compares what it has
 
 
 def compare(cond: pd.DataFrame, n_boot: int) -> pd.DataFrame:
@@ -210,14 +211,17 @@ def main():
     ap.add_argument('--runs', nargs='*', default=None, help='run names (default: all)')
     ap.add_argument('--subjects', nargs='*', type=int, default=list(SUBJECTS))
     ap.add_argument('--n-images', type=int, default=None, help='first n test images per subject (default: all 30)')
-    ap.add_argument('--out', type=Path, default=ROOT / 'runs' / 'judge')
+    ap.add_argument('--out', type=Path, default=None, help='default: runs_dir()/judge (runs/judge in the checkout, or $SECONDSIGHT_RUNS/judge)')
     ap.add_argument('--fig-dir', type=Path, default=None)
     ap.add_argument('--n-boot', type=int, default=10_000)
+    ap.add_argument('--seed', type=int, default=0, help='base seed of the runs (a replicate: another seed and another --out)')
     ap.add_argument('--evaluate-only', action='store_true')
     a = ap.parse_args()
+    from secondsight.core import runs_dir
+    a.out = a.out or runs_dir() / 'judge'
     torch.set_num_threads(os.cpu_count() or 1)
     t0, runs = time.time(), plan(a.runs)
-    times = {} if a.evaluate_only else run_all(runs, a.subjects, a.out, a.n_images)
+    times = {} if a.evaluate_only else run_all(runs, a.subjects, a.out, a.n_images, a.seed)
     t1 = time.time()
     df = evaluate(runs, a.subjects, a.out)
     a.out.mkdir(parents=True, exist_ok=True)
