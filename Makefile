@@ -88,7 +88,7 @@ rehearsal: install
 	mkdir -p bench/results
 	$(BIN)/python bench/rehearsal.py --device $(or $(DEVICE),cpu) | tee bench/results/rehearsal.txt
 
-# GPU benchmark: the real SD 2.1 unCLIP architecture (random weights) at 768 px, fp16; needs CUDA
+# GPU benchmark (under 8 min on one H100/H200): SD 2.1 unCLIP + the hybrid encoder at full size, random weights, 768 px: batch, attention, dtype, compile, sampler, the reconstruction vs the floor; needs CUDA
 bench-gpu: install
 	mkdir -p bench/results
 	$(BIN)/python bench/gpu_search.py | tee bench/results/gpu_search.txt

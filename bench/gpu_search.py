@@ -1,25 +1,34 @@
 """Second Sight search on a GPU at full size: Stable Diffusion 2.1 unCLIP built from its published configuration
-with random weights (no download; speed does not depend on the values), 768 px, fp16.
+with random weights (no download; speed does not depend on the values), 768 px. One prepared run (`make bench-gpu`),
+under 8 minutes on one H100/H200 including the model builds; every phase is timed and skipped, saying so, when the
+time budget (`--budget`, default 420 s) would be exceeded.
 
-Measures, in one run:
+Phases (each ends in the JSON line):
 
-- `single`: samples/s drawing one sample per `UnCLIPGenerator.vary` call (how the reference generates: one
-  `reconstruct(...)` per sample);
-- `batched`: samples/s drawing `--batch` samples in one `vary` call (one call per branch, as `search` does);
-- `reconstruction`: seconds for one reconstruction at the paper's settings (6 iterations, 100 samples, 4 branches,
-  50 DDIM steps, guidance 10): `secondsight.search.search` with the hybrid encoder at full size (GNet8j at 227 px +
-  the CLIP encoder 1024 -> 15000 -> 15000 -> 15724 on an OpenCLIP ViT-H/14 embedder, all random weights) and the
-  initial-guess sample. The reference needs about 30 minutes per image on an A100.
+1. `build`: the generator and the hybrid encoder at full size (GNet8j 227 px + CLIP encoder 1024 -> 15000 -> 15000 ->
+   15724 on an OpenCLIP ViT-H/14 embedder), fp16.
+2. `unet`: seconds per UNet evaluation per sample against the batch (1 ... 64 samples; x2 rows for classifier-free
+   guidance), achieved TFLOP/s from the cost model's FLOP count (`bench/cost_model.py`), and peak memory.
+3. `attention` / `channels_last` / `bfloat16` / `compile`: the same UNet evaluation at the best batch with the classic
+   attention processor instead of SDPA, with channels-last memory, in bfloat16, and `torch.compile`d (compile time
+   and the number of images after which it pays).
+4. `vary`: samples/s through `UnCLIPGenerator.vary` (noising, denoising, VAE decode) one sample per call (the
+   reference's way) and batched, DDIM 50 against DPM-Solver++ 20 (speed only: whether 20 DPM-Solver++ steps give the
+   same reconstructions needs the real weights).
+5. `overhead`: per sample, VAE decode, ViT-H embedding and the hybrid encoder's prediction (what is not UNet).
+6. `reconstruction`: iteration 0 of the search measured (100 samples at strength 0.92, scored), and one
+   reconstruction at paper settings extrapolated from the measured costs and the loop's exact counts (`ours`: 40,362
+   UNet evaluations, 489 samples), against the floor at 40% of the card's dense fp16 peak. The reference needs about
+   30 minutes per image on an A100.
 
-Needs CUDA (fails with a clear message otherwise). `--device cpu --tiny` runs the same code on tiny components as a
-smoke test. `--scheduler dpmsolver --steps 20` measures the faster sampler. Ends with ONE JSON line.
+Needs CUDA (fails with a clear message otherwise). `--device cpu --tiny` runs every phase on tiny components as a
+smoke test (tests/test_bench_gpu.py). Ends with ONE JSON line.
 
-    python bench/gpu_search.py                      # full size, CUDA, fp16
+    python bench/gpu_search.py                      # full size, CUDA
     python bench/gpu_search.py --device cpu --tiny  # smoke test anywhere
 """
 import argparse, json, sys, time
 
-import numpy as np
 import torch
 
 # The published configuration of stabilityai/stable-diffusion-2-1-unclip (model_index.json and the components'
@@ -84,61 +93,152 @@ def sync(device):
     if torch.device(device).type == 'cuda': torch.cuda.synchronize()
 
 
+def timed(fn, device, reps: int = 1, warm: bool = True) -> float:
+    "Seconds per call of fn() (after one untimed call unless warm=False)"
+    if warm: fn(); sync(device)
+    t = time.perf_counter()
+    for _ in range(reps): fn()
+    sync(device)
+    return (time.perf_counter() - t) / reps
+
+
+def peak_gb(device):
+    return torch.cuda.max_memory_allocated(device) / 2**30 if torch.device(device).type == 'cuda' else None
+
+
+def unet_eval(gen, b: int):
+    "One guided UNet evaluation of b samples (2b rows), as `UnCLIPGenerator._vary_batch` calls it"
+    unet, f = gen.unet, gen.vae_scale
+    x = torch.randn(2 * b, unet.config.in_channels, gen.size // f, gen.size // f, device=gen.device, dtype=gen.dtype)
+    text = gen._prompt_embeds().repeat_interleave(b, 0)
+    img = torch.zeros(2 * b, unet.config.projection_class_embeddings_input_dim, device=gen.device, dtype=gen.dtype)
+    t = torch.tensor(500, device=gen.device)
+    return lambda: unet(x, t, encoder_hidden_states=text, class_labels=img, return_dict=False)
+
+
+class Budget:
+    "Phases run while the time budget lasts; a skipped phase is recorded, not silently dropped"
+    def __init__(self, seconds): self.t0, self.seconds, self.skipped = time.perf_counter(), seconds, []
+    def left(self): return self.seconds - (time.perf_counter() - self.t0)
+    def allows(self, name, need):
+        if self.left() >= need: return True
+        self.skipped.append(f"{name} (needs ~{need:.0f} s, {self.left():.0f} s left)"); return False
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--device', default='cuda')
-    ap.add_argument('--dtype', default='float16', choices=['float16', 'bfloat16', 'float32'])
     ap.add_argument('--tiny', action='store_true', help='tiny random components (smoke test; any device)')
-    ap.add_argument('--scheduler', default='ddim', choices=['ddim', 'dpmsolver'])
-    ap.add_argument('--steps', type=int, default=50, help='sampler steps at strength 1 (reference: 50 DDIM)')
-    ap.add_argument('--batch', type=int, default=22, help='samples per batched call (paper: 22 in the first iterations)')
-    ap.add_argument('--n-single', type=int, default=4, help='samples drawn one per call')
-    ap.add_argument('--strength', type=float, default=0.92, help='strength of the throughput measurements')
-    ap.add_argument('--no-reconstruction', action='store_true', help='skip the full reconstruction timing')
+    ap.add_argument('--budget', type=float, default=420, help='seconds for all phases after the build')
+    ap.add_argument('--batches', type=int, nargs='*', default=[1, 4, 16, 32, 64], help='samples per UNet call to sweep')
+    ap.add_argument('--no-compile', action='store_true', help='skip torch.compile')
     a = ap.parse_args()
     if torch.device(a.device).type == 'cuda' and not torch.cuda.is_available():
         sys.exit("bench/gpu_search.py needs a CUDA GPU: torch.cuda.is_available() is False on this machine. "
                  "Run it on a GPU machine, or `python bench/gpu_search.py --device cpu --tiny` for a smoke test.")
-    from secondsight.core import derive_seed
-    from secondsight.search import search, tiny_unclip, slerp
-    device, dtype = torch.device(a.device), getattr(torch, a.dtype)
-    if a.tiny:
-        a.steps, a.batch, a.n_single = min(a.steps, 4), min(a.batch, 4), min(a.n_single, 2)
-        gen, enc = tiny_unclip(num_inference_steps=a.steps, scheduler=a.scheduler, max_batch=a.batch, device=device, dtype=dtype), TinyEncoder()
-        settings = dict(n_iter=2, n_samples=8, n_branches=2, min_per_branch=2)
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        gen, enc = full_generator(a, device, dtype), full_encoder(device, dtype)
-        settings = dict(n_iter=6, n_samples=100, n_branches=4, min_per_branch=10)
+    sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parent))
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+    from secondsight.core import derive_seed, brain_scores
+    from secondsight.search import tiny_unclip, make_scheduler, unclip_scheduler_config
+    from cost_model import model_flops, loop_counts, PEAK_TFLOPS, GUIDANCE
+    device, out, log = torch.device(a.device), {}, (lambda m: print(m, file=sys.stderr, flush=True))
+    cuda = device.type == 'cuda'
+    name = torch.cuda.get_device_name(device) if cuda else str(device)
+    # 1. Build
+    t = time.perf_counter()
+    def build(dtype, scheduler='ddim', steps=50):
+        if a.tiny: return tiny_unclip(num_inference_steps=min(steps, 4), scheduler=scheduler, max_batch=64, device=device, dtype=dtype)
+        ns = argparse.Namespace(scheduler=scheduler, steps=steps, batch=64)
+        return full_generator(ns, device, dtype)
+    gen = build(torch.float16 if cuda else torch.float32)
+    enc = TinyEncoder() if a.tiny else full_encoder(device, torch.float16)
+    sync(device); out['build_s'] = time.perf_counter() - t
+    log(f"{name}: built in {out['build_s']:.0f} s")
+    budget = Budget(a.budget)
+    flop = None if a.tiny else model_flops()['unet_eval'] * 1e9      # FLOP of one UNet evaluation of one row
+    batches = [b for b in a.batches if not a.tiny or b <= 8] or [1]
+    # 2. UNet evaluation against the batch
+    unet_s, best = {}, batches[0]
+    for b in batches:
+        if unet_s and not budget.allows(f'unet batch {b}', 5): break        # the first batch always runs: the rest needs it
+        if cuda: torch.cuda.reset_peak_memory_stats(device)
+        try: unet_s[b] = timed(unet_eval(gen, b), device, reps=3) / b
+        except torch.cuda.OutOfMemoryError: log(f"batch {b}: out of memory"); break
+        out.setdefault('unet_peak_gb', {})[b] = peak_gb(device)
+        log(f"UNet, batch {b}: {unet_s[b] * 1e3:.2f} ms per sample-evaluation" + (f", {2 * flop / unet_s[b] / 1e12:.0f} TFLOP/s" if flop else ''))
+    best = min(unet_s, key=unet_s.get)
+    out.update(unet_s_per_sample_eval=unet_s, best_batch=best)
+    if flop: out['unet_tflops'] = {b: 2 * flop / s / 1e12 for b, s in unet_s.items()}
+    # 3. Variants at the best batch
+    ref, variants = unet_s[best], {}
+    if budget.allows('attention', 10):
+        gen.unet.set_attn_processor(AttnProcessor()); variants['classic_attention'] = timed(unet_eval(gen, best), device, 3) / best
+        gen.unet.set_attn_processor(AttnProcessor2_0())
+    if budget.allows('channels_last', 10):
+        gen.unet.to(memory_format=torch.channels_last); variants['channels_last'] = timed(unet_eval(gen, best), device, 3) / best
+        if variants['channels_last'] > ref: gen.unet.to(memory_format=torch.contiguous_format)
+    if budget.allows('bfloat16', 60 if not a.tiny else 5):
+        bf = build(torch.bfloat16); variants['bfloat16'] = timed(unet_eval(bf, best), device, 3) / best; del bf
+    if not a.no_compile and budget.allows('compile', 240 if not a.tiny else 30):
+        plain = gen.unet
+        t = time.perf_counter(); gen.unet = torch.compile(plain); f = unet_eval(gen, best); f(); sync(device)
+        out['compile_s'] = time.perf_counter() - t
+        variants['compiled'] = timed(f, device, 3) / best
+        gen.unet = plain
+    out['unet_variants_s_per_sample_eval'] = variants
+    for k, v in variants.items(): log(f"UNet, batch {best}, {k}: {v * 1e3:.2f} ms ({ref / v:.2f}x the SDPA fp16 default)")
+    # 4. vary: one per call against batched, DDIM 50 against DPM-Solver++ 20
     g = torch.Generator().manual_seed(0)
     init = torch.rand(1, 3, gen.size, gen.size, generator=g)
-    emb = gen.embed(init)                                                      # (1, 1024)
-    gen.vary(init, emb, a.strength, 1, seed=0); sync(device)                   # warm-up (kernels, allocator)
-    t = time.perf_counter()
-    for i in range(a.n_single): gen.vary(init, emb, a.strength, 1, seed=[i])
-    sync(device); single = a.n_single / (time.perf_counter() - t)
-    gen.vary(init, emb, a.strength, a.batch, seed=1); sync(device)             # warm-up at the batch size
-    t = time.perf_counter()
-    gen.vary(init, emb, a.strength, a.batch, seed=2)
-    sync(device); batched = a.batch / (time.perf_counter() - t)
-    out = dict(bench='gpu_search', device=torch.cuda.get_device_name(device) if device.type == 'cuda' else str(device),
-               tiny=a.tiny, dtype=a.dtype, size=gen.size, scheduler=a.scheduler, steps=a.steps, strength=a.strength,
-               samples_per_s_single=single, samples_per_s_batched=batched, batch=a.batch, batch_speedup=batched / single)
-    print(f"{out['device']}: {single:.3f} samples/s one at a time, {batched:.3f} samples/s batched x{a.batch} "
-          f"({batched / single:.1f}x), {a.steps} {a.scheduler} steps at strength {a.strength}", file=sys.stderr)
-    if not a.no_reconstruction:
+    emb = gen.embed(init)
+    vary = {}
+    if budget.allows('vary', 60 if not a.tiny else 5):
+        vary['single'] = 1 / timed(lambda: gen.vary(init, emb, 0.92, 1, seed=0), device)
+        gen.max_batch = best
+        vary['batched'] = best / timed(lambda: gen.vary(init, emb, 0.92, best, seed=1), device)
+    if budget.allows('dpmsolver', 30 if not a.tiny else 5):
+        ddim, steps = gen.scheduler, gen.num_inference_steps
+        gen.scheduler, gen.num_inference_steps = make_scheduler('dpmsolver', unclip_scheduler_config()), (20 if not a.tiny else 2)
+        vary['batched_dpmsolver20'] = best / timed(lambda: gen.vary(init, emb, 0.92, best, seed=1), device)
+        gen.scheduler, gen.num_inference_steps = ddim, steps
+    out['vary_samples_per_s'] = vary
+    for k, v in vary.items(): log(f"vary, strength 0.92, {k}: {v:.3f} samples/s")
+    # 5. Per-sample costs besides the UNet
+    over = {}
+    if budget.allows('overhead', 30 if not a.tiny else 5):
+        lat = torch.randn(best, 4, gen.size // gen.vae_scale, gen.size // gen.vae_scale)
+        imgs = torch.rand(best, 3, gen.size, gen.size, generator=g)
+        over = dict(vae_decode=timed(lambda: gen.decode_latents(lat), device) / best,
+                    embed=timed(lambda: gen.embed(imgs), device) / best,
+                    encoder=timed(lambda: enc.predict(imgs), device) / best)
+        for k, v in over.items(): log(f"per sample, {k}: {v * 1e3:.1f} ms")
+    out['overhead_s_per_sample'] = over
+    # 6. Reconstruction: iteration 0 measured, the whole one extrapolated from the measured costs
+    if budget.allows('iteration 0', 90 if not a.tiny else 5):
         target = torch.randn(3, enc.nvox, generator=g)
-        if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)
-        t = time.perf_counter()
-        gen.vary(init, emb, 0.9, 1, seed=derive_seed(0, 'initial'))             # the initial-guess sample
-        res = search(target, init, emb[0], enc, gen, seed=derive_seed(0, 'search'), **settings)
-        sync(device); rec = time.perf_counter() - t
-        n = sum(b * k for b, k in zip(res.n_branches, res.n_per_branch))
-        out.update(reconstruction_s=rec, reconstruction_samples=n, reconstruction_settings=settings,
-                   peak_gpu_gb=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == 'cuda' else None,
-                   reference_s_per_image_a100=1800)
-        print(f"one reconstruction ({settings['n_iter']} iterations, {n} samples): {rec:.1f} s "
-              f"(reference: ~1800 s on an A100)", file=sys.stderr)
+        if cuda: torch.cuda.reset_peak_memory_stats(device)
+        n0 = 100 if not a.tiny else 8
+        def it0():
+            x = gen.vary(init, emb, 0.92, n0, seed=derive_seed(0, 'search', 0))
+            return brain_scores(enc.predict(x), target), gen.embed(x[:4])
+        out['iteration0_s'] = timed(it0, device, 1, warm=False)           # the sampler is warm from phase 4
+        out['iteration0_peak_gb'] = peak_gb(device)
+        log(f"iteration 0 ({n0} samples at 0.92, scored): {out['iteration0_s']:.1f} s")
+    c = loop_counts('ours')
+    evals = c['sample_steps'] * GUIDANCE
+    t_eval = min([unet_s[best]] + [v for k, v in variants.items() if k != 'classic_attention'])
+    if over:
+        est = evals * t_eval / 2 + c['samples'] * sum(over.values())     # t_eval covers both guidance rows of one sample
+        out.update(reconstruction_s_estimated=est, reconstruction_unet_evals=evals, reconstruction_samples=c['samples'])
+        if flop and cuda:
+            peak = next((v for k, v in PEAK_TFLOPS.items() if k.split()[0] in name), None)
+            if peak:
+                floor = (evals * flop) / (0.4 * peak * 1e12)             # the UNet's share (97%) of the cost model's floor
+                out.update(floor_s_at_40pct=floor, times_floor=est / floor, peak_tflops=peak)
+        log(f"one reconstruction (ours, {c['samples']} samples, {evals:,} UNet evaluations): ~{est / 60:.1f} min estimated"
+            + (f", {out['times_floor']:.2f}x the floor at 40% of peak" if 'times_floor' in out else '') + " (reference: ~30 min on an A100)")
+    out.update(bench='gpu_search', device=name, tiny=a.tiny, size=gen.size, skipped=budget.skipped,
+               seconds=time.perf_counter() - budget.t0 + out['build_s'])
     print(json.dumps(out))
 
 
