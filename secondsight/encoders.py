@@ -552,8 +552,8 @@ class ClipBetaEncoder:
     def predict_embeddings(self, c, mask=None) -> torch.Tensor:
         "Betas (n, nvox) from precomputed embeddings (n, d)"
         dev = next(self.model.parameters()).device
-        out = [self.model(torch.from_numpy(np.array(c[i:i + 4096], dtype=np.float32)).to(dev)).float().cpu()   # a writable copy per chunk
-               for i in range(0, len(c), 4096)]                                                              # (c may be a read-only memmap)
+        rows = lambda x: x.float() if torch.is_tensor(x) else torch.from_numpy(np.array(x, dtype=np.float32))   # a writable copy:
+        out = [self.model(rows(c[i:i + 4096]).to(dev)).float().cpu() for i in range(0, len(c), 4096)]           # c may be a memmap
         return _select(torch.cat(out) if out else torch.zeros(0, self.nvox), mask)
 
     def predict(self,

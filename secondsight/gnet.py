@@ -22,11 +22,11 @@ from .core import (subj_name, atomic_write, file_lock, resize, as_images, seeded
     is_current, cached, weights_dir, default_device, cli_error)
 
 # %% auto #0
-__all__ = ['HF_WEIGHTS_REPO', 'log_act', 'PreFilter', 'TrunkBlock', 'EncStage', 'GNetFeatures', 'gnet_fmap_sizes',
+__all__ = ['HF_WEIGHTS_REPO', 'PER_MODEL', 'log_act', 'PreFilter', 'TrunkBlock', 'EncStage', 'GNetFeatures', 'gnet_fmap_sizes',
            'LayerwiseFWRF', 'GNet8j', 'GNetEncoder', 'save_gnet_multisubject', 'load_gnet_multisubject', 'gnet_loss',
            'train_gnet', 'EncoderSet', 'TrainingRecipe', 'published_encoders', 'published_weight_files',
-           'download_weights', 'weights_cli', 'trained_encoders', 'get_encoders', 'get_decoder', 'prepare_subject',
-           'prepare_cli']
+           'download_weights', 'weights_cli', 'trained_encoders', 'get_encoders', 'published_autoencoder_paths',
+           'get_autoencoders', 'get_decoder', 'prepare_subject', 'prepare_cli']
 
 # %% ../nbs/02_gnet.ipynb #c8500abc
 def log_act(x): # any tensor
@@ -427,20 +427,23 @@ def published_encoders(subject, device='cpu', models_dir=None, embedder=None) ->
 
 # %% ../nbs/02_gnet.ipynb #3ced03be
 HF_WEIGHTS_REPO = 'reesekneeland/Second-Sight'
+PER_MODEL = ('gnet', 'clip')   # the library models that may each have an autoencoder of their own
 
-def published_weight_files(subjects=(1, 2, 5, 7)) -> list:
-    "The hub's file names of GNet and of each subject's CLIP encoder and hybrid ('dual') autoencoder"
-    return ['gnet_multisubject'] + [f'sub{int(s):02d}_{k}.pt' for s in subjects for k in ('clip_encoder', 'dual_autoencoder')]
+def published_weight_files(subjects=(1, 2, 5, 7), per_model:bool=False) -> list:
+    "The hub's file names of GNet and of each subject's CLIP encoder and hybrid ('dual') autoencoder (+ the per-model ones)"
+    kinds = ('clip_encoder', 'dual_autoencoder') + tuple(f'{k}_autoencoder' for k in PER_MODEL if per_model)
+    return ['gnet_multisubject'] + [f'sub{int(s):02d}_{k}.pt' for s in subjects for k in kinds]
 
 # %% ../nbs/02_gnet.ipynb #f6fe856b
 def download_weights(subjects=(1, 2, 5, 7), # NSD subjects
                      dest=None, # the weights folder (None: `weights_dir()`)
                      dry_run:bool=False, # list names, sizes and what is present; fetch nothing
                      revision:str='main', # the hub revision
+                     per_model:bool=False, # also the per-model autoencoders (`library_autoencoder='per-model'`)
                     ) -> list: # one dict per file: file, bytes, present
     "The published weights into `dest` with huggingface_hub; files already there at the hub's size are skipped"
     import huggingface_hub as hub
-    dest, names = Path(dest) if dest is not None else weights_dir(), published_weight_files(subjects)
+    dest, names = Path(dest) if dest is not None else weights_dir(), published_weight_files(subjects, per_model)
     try: sizes = {p.path: p.size for p in hub.HfApi().get_paths_info(HF_WEIGHTS_REPO, names, revision=revision)}
     except Exception as e:
         raise ConnectionError(f"cannot reach the Hugging Face Hub for {HF_WEIGHTS_REPO} ({type(e).__name__}). Run this where there "
@@ -460,10 +463,11 @@ def weights_cli(argv=None):
     p.add_argument('--subjects', default='1,2,5,7', help="e.g. 1,2,5,7 (default)")
     p.add_argument('--dest', default=None, help="weights folder (default: $SECONDSIGHT_WEIGHTS or data/weights)")
     p.add_argument('--dry-run', action='store_true', help="list files and sizes, fetch nothing")
+    p.add_argument('--per-model', action='store_true', help="also each subject's GNet and CLIP autoencoders (library_autoencoder per-model)")
     p.add_argument('--metrics', action='store_true', help="also the metric networks' weights (04_metrics; about 2.3 GB)")
     a = p.parse_args(argv)
     try:
-        rows = download_weights([int(s) for s in a.subjects.split(',')], a.dest, a.dry_run)
+        rows = download_weights([int(s) for s in a.subjects.split(',')], a.dest, a.dry_run, per_model=a.per_model)
         if a.metrics:
             from secondsight.metrics import fetch_metric_weights   # metrics imports this module: import at use
             rows += fetch_metric_weights(a.dest, a.dry_run)
@@ -524,6 +528,38 @@ def get_encoders(subject, # a `secondsight.data.Subject`
     ds = subject.data_set
     if ds.training is None: return published_encoders(subject, device, models_dir, embedder)
     return trained_encoders(subject, ds.training, device, models_dir, progress, train, embedder)
+
+# %% ../nbs/02_gnet.ipynb #ec661dac
+def published_autoencoder_paths(subject, models_dir=None) -> dict:
+    "{'gnet': path, 'clip': path} of a subject's published per-model autoencoders; raises, naming the fix, when missing"
+    folder = Path(models_dir) if models_dir is not None else weights_dir()
+    paths = {k: folder / f'sub{subject.subj:02d}_{k}_autoencoder.pt' for k in PER_MODEL}
+    missing = [p.name for p in paths.values() if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"library_autoencoder='per-model' needs {missing} in {folder}: fetch them with `secondsight-weights "
+                                f"--subjects {subject.subj} --per-model` (or copy them from https://huggingface.co/{HF_WEIGHTS_REPO}), "
+                                "or use library_autoencoder='hybrid'.")
+    return paths
+
+# %% ../nbs/02_gnet.ipynb #b55cda05
+def get_autoencoders(subject, # a `secondsight.data.Subject`
+                     encoders:EncoderSet, # its encoders (`get_encoders`): the models the autoencoders denoise for
+                     device='cpu', models_dir=None, progress:bool=False,
+                     train:bool=True, # trained autoencoders: train missing ones (False: raise, naming the command)
+                    ) -> dict: # {'gnet': BetaAutoencoder, 'clip': BetaAutoencoder}
+    "Per-model beta autoencoders: the published ones, or trained on each model's own beta primes and cached"
+    recipe = subject.data_set.training
+    if recipe is None:
+        return {k: load_released_autoencoder(p, subject.nvox, device) for k, p in published_autoencoder_paths(subject, models_dir).items()}
+    d, out = Path(models_dir) if models_dir is not None else subject_cache_dir(subject) / 'models', {}
+    with file_lock(d / 'train.lock'):
+        for k in PER_MODEL:
+            enc = encoders.predictor(k)
+            key = dict(settings=recipe.autoencoder, data=_data_key(subject), upstream=[enc.fingerprint])
+            fit = lambda: train_autoencoder(subject, library_beta_primes(subject, enc, k, progress=progress), device=device,
+                                            progress=progress, **recipe.autoencoder)
+            out[k] = _trained_model(d / f'autoencoder-{k}', key, fit, device, train, subject)
+    return out
 
 # %% ../nbs/02_gnet.ipynb #85f02802
 def get_decoder(subject, # a `secondsight.data.Subject`

@@ -32,7 +32,7 @@ __all__ = ['DTYPES', 'SCHEDULERS', 'INTERPOLATIONS', 'READD_RULES', 'LOOP_BODIES
 
 # %% ../nbs/03_search.ipynb #24833b71
 from .data import DATASETS, get_dataset, load_subject
-from .gnet import EncoderSet, get_encoders, prepare_subject, get_decoder
+from .gnet import EncoderSet, get_encoders, prepare_subject, get_decoder, get_autoencoders, published_autoencoder_paths
 
 # %% ../nbs/03_search.ipynb #b4db220b
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
@@ -942,15 +942,13 @@ def denoise_betas(nested, autoencoder)->torch.Tensor:
 
 # %% ../nbs/03_search.ipynb #561665f4
 def library_autoencoders(cfg:SearchConfig, autoencoders:dict|None)->dict|None:
-    "The per-model autoencoders the run's library step needs (None: it ranks against one target); raises when missing"
-    if not (cfg.use_autoencoder and cfg.library_autoencoder == 'per-model'): return None
-    missing = [k for k in ('gnet', 'clip') if k not in (autoencoders or {})]
+    "The per-model autoencoders a caller passed for the library step, checked (None: one target, or `run_subject` loads them)"
+    if not (cfg.use_autoencoder and cfg.library_autoencoder == 'per-model') or autoencoders is None: return None
+    missing = [k for k in ('gnet', 'clip') if k not in autoencoders]
     if missing:
         raise ValueError(f"SearchConfig.library_autoencoder='per-model' needs a beta autoencoder per library model, but {missing} "
-                         "are missing (get_encoders loads only the hybrid one): pass run_subject(..., autoencoders={'gnet': ..., "
-                         "'clip': ...}), on NSD the hub's sub0N_gnet_autoencoder.pt and sub0N_clip_autoencoder.pt loaded with "
-                         "load_released_autoencoder, on the demo autoencoders trained with train_autoencoder on each model's "
-                         "beta primes; or use library_autoencoder='hybrid'.")
+                         "are missing from run_subject(autoencoders=...): pass both {'gnet': ..., 'clip': ...}, or none to "
+                         "load them with get_autoencoders (02_gnet).")
     return {k: autoencoders[k] for k in ('gnet', 'clip')}
 
 # %% ../nbs/03_search.ipynb #bef0fc7e
@@ -1046,13 +1044,15 @@ def run_subject(cfg:SearchConfig,     # the run (out_dir required)
                 encoders:EncoderSet|None=None,  # `get_encoders(...)` output (default: built for the subject)
                 generator=None,       # the generator (default: `make_generator(cfg, ...)`)
                 progress:bool=True,
-                autoencoders:dict|None=None,    # library_autoencoder='per-model': {'gnet': ..., 'clip': ...} beta autoencoders
+                autoencoders:dict|None=None,    # library_autoencoder='per-model': {'gnet': ..., 'clip': ...} (None: get_autoencoders)
                )->list[dict]:
     "Reconstruct the configured test images of one subject into `cfg.out_dir`; finished images are skipped."
     # 1. Check the configuration against the data before loading any model
     subject = subject if subject is not None else load_subject(cfg.subj, cfg.dataset, cfg.data_root, cfg.sessions)
     ids = select_images(cfg, subject.test_nsd_ids)
     per_model = library_autoencoders(cfg, autoencoders)
+    load_aes = per_model is None and cfg.use_autoencoder and cfg.library_autoencoder == 'per-model'
+    if load_aes and subject.data_set.training is None: published_autoencoder_paths(subject, cfg.models_dir)   # missing files fail here
     scoring_masks(cfg.search_loop(), subject.roi_masks)     # an unknown ROI fails here
     out = claim_out_dir(cfg)
     run = RunFolder(out)
@@ -1061,6 +1061,7 @@ def run_subject(cfg:SearchConfig,     # the run (out_dir required)
         # 2. Models, the library's beta primes and the stimulus embeddings (cached)
         encoders = encoders if encoders is not None else get_encoders(subject, device=cfg.device, models_dir=cfg.models_dir)
         generator = generator if generator is not None else make_generator(cfg, subject, encoders)
+        if load_aes: per_model = get_autoencoders(subject, encoders, cfg.device, cfg.models_dir, progress)
         prepared = prepare_subject(subject, encoders, progress=progress)     # computed once: `secondsight-prepare`
         primes, embeds = {k: prepared[k] for k in ('gnet', 'clip')}, prepared['embeddings']
         # 3. Measured betas of the images to do, denoised for ranking and scoring

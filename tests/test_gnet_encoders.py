@@ -106,3 +106,17 @@ def test_checkpoint_voxels_must_be_the_subjects(nsd_like, tmp_path):
     other = save_gnet_multisubject(tmp_path / 'grid', {1: g}, voxel_masks={1: mask}, brain_nii_shapes={1: (81, 104, 83)})
     with pytest.raises(ValueError, match=r"grid is \(81, 104, 83\) in the checkpoint but"):
         load_gnet_multisubject(other, nsd_like)
+
+
+def test_nsd_per_model_autoencoders(nsd_like, tmp_path):
+    "library_autoencoder='per-model' on NSD: the hub's sub0N_gnet/clip_autoencoder.pt load by name; missing ones are named with the fix."
+    from secondsight.gnet import get_autoencoders, published_autoencoder_paths
+    d, nv = tmp_path / 'models', nsd_like.nvox
+    d.mkdir()
+    torch.manual_seed(0)
+    g = BetaAutoencoder(nv, (64, 32, 16)); torch.save(g.state_dict(), d / 'sub01_gnet_autoencoder.pt')
+    with pytest.raises(FileNotFoundError, match=r"needs \['sub01_clip_autoencoder.pt'\] in .*secondsight-weights --subjects 1 --per-model"):
+        published_autoencoder_paths(nsd_like, d)
+    c = BetaAutoencoder(nv, (64, 32, 16)); torch.save(c.state_dict(), d / 'sub01_clip_autoencoder.pt')
+    aes = get_autoencoders(nsd_like, None, models_dir=d)                    # published: the encoders are not needed
+    assert [model_fingerprint(aes[k]) for k in ('gnet', 'clip')] == [model_fingerprint(g), model_fingerprint(c)]

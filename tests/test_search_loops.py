@@ -177,9 +177,11 @@ def test_loop_errors():
 
 
 def test_per_model_autoencoders_missing_fail_before_any_work(tmp_path):
+    "Half a pair passed is refused before the run folder exists (none passed: run_subject loads them, see below)."
+    from secondsight.encoders import BetaAutoencoder
     cfg = SearchConfig(out_dir=str(tmp_path / 'run'), library_autoencoder='per-model', n_images=1)
-    with pytest.raises(ValueError, match=r"needs a beta autoencoder per library model, but \['gnet', 'clip'\] are missing"):
-        run_subject(cfg, progress=False)
+    with pytest.raises(ValueError, match=r"needs a beta autoencoder per library model, but \['clip'\] are missing"):
+        run_subject(cfg, progress=False, autoencoders={'gnet': BetaAutoencoder(8, (4, 2, 1))})
     assert not (tmp_path / 'run').exists()
 
 
@@ -239,6 +241,21 @@ def test_per_model_library_targets(demo, tmp_path):
     assert r['library_nsd_ids'] == [int(i) for i in per_model.library_ids[:10]]
     hybrid = _guess(subject, encoders, generator, r['nsd_id'], denoise_betas(measured, encoders.autoencoder))
     assert r['library_nsd_ids'] != [int(i) for i in hybrid.library_ids[:10]]
+
+
+def test_per_model_loaded_by_the_runner(demo, tmp_path):
+    "Without autoencoders passed (papermill -p library_autoencoder per-model) the runner loads get_autoencoders' and ranks with them."
+    from secondsight.gnet import get_autoencoders
+    from secondsight.search import denoise_betas
+    subject, encoders, generator = demo
+    cfg = SearchConfig(subj=1, dataset='demo', out_dir=str(tmp_path), library_autoencoder='per-model', n_images=1, n_iter=1,
+                       n_samples=4, n_branches=2, min_per_branch=2)
+    r, = run_subject(cfg, subject, encoders, generator, progress=False)
+    aes = get_autoencoders(subject, encoders, train=False)                  # trained by the run, cached
+    row = list(map(int, subject.test_nsd_ids)).index(r['nsd_id'])
+    measured = torch.as_tensor(np.asarray(subject.test_betas(mode='nest')[0])[row:row + 1]).float()
+    per_model = _guess(subject, encoders, generator, r['nsd_id'], {k: denoise_betas(measured, ae) for k, ae in aes.items()})
+    assert r['library_nsd_ids'] == [int(i) for i in per_model.library_ids[:10]]
 
 
 def test_runner_starts_from_another_methods_reconstructions(demo, tmp_path):
