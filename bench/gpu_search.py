@@ -194,7 +194,7 @@ def main():
     vary = {}
     if budget.allows('vary', 60 if not a.tiny else 5):
         vary['single'] = 1 / timed(lambda: gen.vary(init, emb, 0.92, 1, seed=0), device)
-        gen.max_batch = best
+        gen.max_batch = min(best, 32)             # also the VAE's decode chunk: 64 decodes at 768 px may not fit an 80 GB card
         vary['batched'] = best / timed(lambda: gen.vary(init, emb, 0.92, best, seed=1), device)
     if budget.allows('dpmsolver', 30 if not a.tiny else 5):
         ddim, steps = gen.scheduler, gen.num_inference_steps
@@ -206,6 +206,7 @@ def main():
     # 5. Per-sample costs besides the UNet
     over = {}
     if budget.allows('overhead', 30 if not a.tiny else 5):
+        gen.max_batch = min(best, 32)
         lat = torch.randn(best, 4, gen.size // gen.vae_scale, gen.size // gen.vae_scale)
         imgs = torch.rand(best, 3, gen.size, gen.size, generator=g)
         over = dict(vae_decode=timed(lambda: gen.decode_latents(lat), device) / best,

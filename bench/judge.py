@@ -4,7 +4,8 @@ Four demo subjects (1, 2, 5, 7; 30 test images each). Every *run* is one 03_sear
 resumable) that differs from the default in one thing:
 
 - the loops: `ours` (default), `master` (the published code), `preprint`, `boi-v2`;
-- variants of `ours` for the early-visual question: 3 iterations (more samples each), ROI-balanced scores;
+- variants of `ours` for the early-visual question: 3 iterations (more samples each), ROI-balanced scores; and
+  `ours-2x`, twice the samples per iteration, the one run NOT at equal calls (does more search help?);
 - the starting points: `decoder-ridge`, `decoder-mindeye` (the decoded embedding instead of the library's mean).
 
 All at EQUAL GENERATOR CALLS: every run draws about as many samples per image as `ours` at the paper's schedule (6
@@ -63,6 +64,7 @@ def plan(names=None) -> dict:
         'preprint': ("the preprint's loop", dict(loop='preprint')),
         'boi-v2': ("BOI v2 loop, samples scaled to equal calls", dict(loop='boi-v2', n_samples=equal_calls('boi-v2', 6, budget))),
         'ours-3it': ("ours, 3 iterations of more samples", dict(n_iter=3, n_samples=equal_calls('ours', 3, budget))),
+        'ours-2x': ("ours with twice the samples per iteration (NOT equal calls: does more search help?)", dict(n_samples=200)),
         'ours-balanced': ("ours, score = mean r of early and higher visual", dict(score_rois='early_vis,higher_vis')),
         'decoder-ridge': ("ours from the ridge decoder's embedding", dict(init='decoder-ridge')),
         'decoder-mindeye': ("ours from the MindEye-style decoder's embedding", dict(init='decoder-mindeye')),
@@ -143,6 +145,7 @@ def pairs_for(stages) -> list:
     finals = [s for s in stages if s.startswith('final: ')]
     out = [('initial', 'random')] + [(f, 'initial') for f in finals] + [(f, 'library top-1') for f in finals]
     out += [(f, 'final: master') for f in finals if f != 'final: master' and 'final: master' in stages]
+    out += [('final: ours-2x', 'final: ours')]
     for dec in ('decoder-ridge', 'decoder-mindeye'):
         if f'final: {dec}' in stages:
             out += [(f'final: {dec}', f'{dec} alone'), (f'{dec} alone', 'initial')]
