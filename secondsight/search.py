@@ -382,6 +382,7 @@ class UnCLIPGenerator:
                  eta:float=0.,                                  # DDIM eta (0 = deterministic sampler)
                  size:int|None=None,                            # output size (default: the UNet's native size)
                  max_batch:int|None=None,                       # samples denoised together (memory bound)
+                 vae_batch:int=4,                               # images the VAE encodes/decodes together (~1 GB each at 768 px in float32)
                  device='cpu', dtype=torch.float32):
         if getattr(unet.config, 'class_embed_type', None) != 'projection':
             raise ValueError(f"unet.config.class_embed_type={unet.config.class_embed_type!r}: expected 'projection' "
@@ -403,6 +404,7 @@ class UnCLIPGenerator:
         if self.size % self.vae_scale: raise ValueError(f"size must be divisible by {self.vae_scale} but is {self.size}")
         self.num_inference_steps, self.guidance_scale, self.eta = num_inference_steps, guidance_scale, eta
         self.prompt, self.negative_prompt, self.noise_level, self.max_batch = prompt, negative_prompt, noise_level, max_batch
+        self.vae_batch = max(1, min(vae_batch, max_batch or vae_batch))
         self._text = None
 
     def __repr__(self):
@@ -448,14 +450,14 @@ class UnCLIPGenerator:
         "Scaled VAE latents (n, 4, size/8, size/8) of images (posterior mean), float32 on the CPU."
         x = resize(as_images(images), self.size)
         out = [self.vae.encode((c * 2 - 1).to(self.device, self.dtype)).latent_dist.mode() * self.vae.config.scaling_factor
-               for c in x.split(self.max_batch or len(x))]
+               for c in x.split(self.vae_batch)]
         return torch.cat(out).float().cpu()
 
     @torch.no_grad()
     def decode_latents(self, latents)->torch.Tensor:
         "Images (n,3,size,size) in [0, 1] (float32, CPU) from scaled VAE latents."
         out = [self.vae.decode((z / self.vae.config.scaling_factor).to(self.device, self.dtype)).sample
-               for z in _as_tensor(latents).split(self.max_batch or len(latents))]
+               for z in _as_tensor(latents).split(self.vae_batch)]
         return ((torch.cat(out).float().cpu() + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()
