@@ -69,8 +69,9 @@ def write_nsd(root: Path, n_images: int, n_sessions: int, seed: int = 0):
     gen = np.where(mask, 1, 0).astype(np.int16)
     y = np.broadcast_to(np.linspace(0, 1, GRID[1])[None, :, None], GRID)
     prf = np.zeros(GRID, np.int16)
-    for lab, (lo, hi) in enumerate([(0, .12), (.12, .16), (.16, .20), (.20, .24)], 1):  # V1..V4 bands at the back
-        prf[mask & (y >= lo) & (y < hi)] = 2 * lab - 1 if lab < 4 else 7
+    ys = np.unique(y[mask])                                      # V1..V4: two brain slices each, at the back
+    for lab in range(1, 5):
+        prf[mask & np.isin(y, ys[2 * lab - 2:2 * lab])] = 2 * lab - 1 if lab < 4 else 7
     for name, vol in (('nsdgeneral', gen), ('prf-visualrois', prf)):
         p = nsd_path(root, 'roi', 1, roi=name, must_exist=False); p.parent.mkdir(parents=True, exist_ok=True)
         nib.Nifti1Image(vol, affine).to_filename(str(p))
