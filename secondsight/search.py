@@ -1063,9 +1063,9 @@ def run_subject(cfg:SearchConfig,     # the run (out_dir required)
         # 2. Models, the library's beta primes and the stimulus embeddings (cached)
         encoders = encoders if encoders is not None else get_encoders(subject, device=cfg.device, models_dir=cfg.models_dir)
         generator = generator if generator is not None else make_generator(cfg, subject, encoders)
-        if load_aes: per_model = get_autoencoders(subject, encoders, cfg.device, cfg.models_dir, progress)
         prepared = prepare_subject(subject, encoders, progress=progress)     # computed once: `secondsight-prepare`
         primes, embeds = {k: prepared[k] for k in ('gnet', 'clip')}, prepared['embeddings']
+        if load_aes: per_model = get_autoencoders(subject, encoders, cfg.device, cfg.models_dir, progress)   # trains on the primes just cached
         # 3. Measured betas of the images to do, denoised for ranking and scoring
         nested, _ = subject.test_betas(mode='nest')
         rows = [list(map(int, subject.test_nsd_ids)).index(i) for i in todo]
