@@ -92,10 +92,10 @@ def run_all(runs: dict, subjects, out: Path, n_images=None, seed: int = 0):
     return times
 
 
-def retrieval_hits(recons, seen, embed) -> np.ndarray:
-    "1 where the reconstruction's nearest seen image (cosine, generator embedding) is its own, else 0"
+def retrieval_hits(recons, seen_emb, embed) -> np.ndarray:
+    "1 where the reconstruction's nearest seen image (cosine, generator embedding; seen_emb embedded once) is its own, else 0"
     from secondsight.core import top1_hits
-    return top1_hits(embed(recons), embed(seen)).float().numpy()
+    return top1_hits(embed(recons), seen_emb).float().numpy()
 
 
 def evaluate(runs: dict, subjects, out: Path) -> pd.DataFrame:
@@ -119,8 +119,9 @@ def evaluate(runs: dict, subjects, out: Path) -> pd.DataFrame:
                               for e, b in brain.groupby('encoder', sort=False)], axis=1)
             t = per_image.set_index(['stage', 'nsd_id'])[['PixCorr', 'SSIM']].join(wide, how='outer').reset_index()
             seen = np.asarray(subject.images(np.asarray(run.nsd_ids)))
+            seen_emb = encs.embedder.embed(seen)
             for st in run.stages + ['seen']:
-                hits = retrieval_hits(run.images(st) if st != 'seen' else seen, seen, encs.embedder.embed)
+                hits = retrieval_hits(run.images(st) if st != 'seen' else seen, seen_emb, encs.embedder.embed)
                 t.loc[t.stage == st, 'retrieval'] = hits[[run.nsd_ids.index(i) for i in t.loc[t.stage == st, 'nsd_id']]]
             rows.append(t.assign(run=name, subj=s))
     df = pd.concat(rows, ignore_index=True)
