@@ -19,12 +19,12 @@ from .core import (subj_name, cache_dir, atomic_write, file_lock, as_images, see
 # %% auto #0
 __all__ = ['OPENAI_MEAN', 'OPENAI_STD', 'MODEL_CLASSES', 'HF_REPO', 'DECODERS', 'clip_preprocess', 'register_arch',
            'open_clip_file', 'ImageEmbedder', 'make_embedder', 'subject_cache_dir', 'image_embeddings',
-           'embedding_rows', 'CLIPEncoder', 'BetaAutoencoder', 'save_model', 'load_model', 'torch_load',
-           'released_model_path', 'load_released_clip_encoder', 'load_released_autoencoder', 'fit_regressor',
-           'train_clip_encoder', 'train_autoencoder', 'model_fingerprint', 'ClipBetaEncoder', 'EnsembleEncoder',
-           'ridge_fit', 'PixelRidgeEncoder', 'validate', 'plot_validation', 'library_beta_primes', 'LinearDecoder',
-           'fit_ridge_decoder', 'MindEyeDecoder', 'soft_clip_loss', 'mixco', 'bimixco_loss', 'fit_mindeye',
-           'train_decoder']
+           'embedding_rows', 'embeddings_of', 'CLIPEncoder', 'BetaAutoencoder', 'save_model', 'load_model',
+           'torch_load', 'released_model_path', 'load_released_clip_encoder', 'load_released_autoencoder',
+           'fit_regressor', 'train_clip_encoder', 'train_autoencoder', 'model_fingerprint', 'ClipBetaEncoder',
+           'EnsembleEncoder', 'ridge_fit', 'PixelRidgeEncoder', 'predict_brick', 'validate', 'plot_validation',
+           'library_beta_primes', 'LinearDecoder', 'fit_ridge_decoder', 'MindEyeDecoder', 'soft_clip_loss', 'mixco',
+           'bimixco_loss', 'fit_mindeye', 'train_decoder']
 
 # %% ../nbs/01_encoders.ipynb #37c46656
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -248,6 +248,14 @@ def embedding_rows(subject, embedder:ImageEmbedder):
         r = _stored_rows(path, key, a, b)
         return np.asarray(r) if r is not None else embedder.embed(subject.images(np.arange(a, b))).numpy()
     return rows
+
+def embeddings_of(subject, embedder:ImageEmbedder, ids) -> np.ndarray:
+    "float32 (len(ids), dim): embeddings of brick images `ids` (any order) from the finished cache, else computed"
+    path, meta = _embeddings_cache(subject, embedder)
+    if is_current(path, _rows_key(meta, subject.n_images, embedder.dim, np.float32)):
+        return np.load(path, mmap_mode='r')[np.asarray(ids, np.int64)]
+    return embedder.embed(subject.images(ids)).numpy()
+
 
 # %% ../nbs/01_encoders.ipynb #ae2a980f
 class CLIPEncoder(nn.Module):
@@ -663,21 +671,33 @@ class PixelRidgeEncoder:
         return _select(out.float(), mask)
 
 # %% ../nbs/01_encoders.ipynb #74482dda
+def predict_brick(encoder, subject, ids, # brick images `ids` of this subject
+                  known:dict|None=None, # id(encoder) -> its prediction of `ids`, filled as it goes
+                 ) -> torch.Tensor: # float32 (len(ids), nvox)
+    "Predicted betas of brick images: a CLIP encoder from the cached embeddings, an ensemble from its members"
+    known = {} if known is None else known
+    if id(encoder) not in known:
+        if isinstance(encoder, EnsembleEncoder):
+            known[id(encoder)] = sum(predict_brick(e, subject, ids, known) * w[None] for e, w in zip(encoder.encoders, encoder.weights))
+        elif hasattr(encoder, 'predict_embeddings'):
+            known[id(encoder)] = encoder.predict_embeddings(embeddings_of(subject, encoder.embedder, ids))
+        else: known[id(encoder)] = encoder.predict(subject.images(ids))
+    return known[id(encoder)]
+
 def validate(subject, # a `secondsight.data.Subject`
              encoders:dict, # name -> encoder (anything with `.predict(images)`)
-             progress:bool=False,
-            ) -> dict: # r (name -> (nvox,)), ceiling (nvox,), table (pandas DataFrame: mean r per ROI)
+            ) -> dict: # r and pred (name -> (nvox,), (n_test, nvox)), ceiling (nvox,), table (mean r per ROI)
     "Voxelwise correlation of each encoder's test-image predictions with the measured (rep-averaged) betas, per ROI"
     import pandas as pd
-    ids = np.asarray(subject.test_nsd_ids)
+    ids, known = np.asarray(subject.test_nsd_ids), {}
     target = np.asarray(subject.test_betas(mode='average'), np.float32)
     nest, counts = subject.test_betas(mode='nest')
-    images = subject.images(ids)
-    r = {name: voxel_corr(enc.predict(images, progress=progress), target) for name, enc in encoders.items()}
+    pred = {name: predict_brick(enc, subject, ids, known) for name, enc in encoders.items()}
+    r = {name: voxel_corr(p, target) for name, p in pred.items()}
     ceiling = noise_ceiling(nest, counts, scale='r')
     rows = {name: {roi: float(np.mean(v[subject.roi_masks[roi]])) for roi in ROIS} for name, v in r.items()}
     rows['noise ceiling'] = {roi: float(np.mean(ceiling[subject.roi_masks[roi]])) for roi in ROIS}
-    return dict(r=r, ceiling=ceiling, table=pd.DataFrame(rows).T[list(ROIS)])
+    return dict(r=r, pred=pred, ceiling=ceiling, table=pd.DataFrame(rows).T[list(ROIS)])
 
 # %% ../nbs/01_encoders.ipynb #bf8c46f4
 def plot_validation(result:dict, # output of `validate`
