@@ -52,7 +52,7 @@ def model_flops() -> dict:
 
 def loop_counts(name: str) -> dict:
     "Samples and sample-steps of one reconstruction with the loop `name` (its own schedule; plus the initial-guess sample)"
-    from secondsight.search import search, RecordingGenerator, QualityEncoder, LOOPS
+    from secondsight.search import search, RecordingGenerator, QualityEncoder
     rg, target = RecordingGenerator(), torch.randn(300, generator=torch.Generator().manual_seed(0))
     search(target, rg.image(-1, 0.0), rg.embed(rg.image(-1, 0.0))[0], QualityEncoder(target), rg, loop=name, n_iter=N_ITER)
     calls = [(c['n'], c['strength']) for c in rg.calls] + [(1, 0.9)]           # + the initial guess (strength 0.9)

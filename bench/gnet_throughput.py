@@ -14,7 +14,7 @@ values). Prints a few human-readable lines, then ONE JSON line with the figures 
 
     python bench/gnet_throughput.py --n 64 --batch 32 --threads 2
 """
-import argparse, json, os, platform, time
+import argparse, json, platform, time
 import numpy as np
 import torch
 from PIL import Image

@@ -11,7 +11,7 @@ Prints one JSON line of figures at the end.
     python bench/preprocess_session.py                 # full size (writes a ~0.7 GB file to a temp dir)
     python bench/preprocess_session.py --shape 20,24,18,60 --nvox 1500   # quick try
 """
-import argparse, json, os, resource, subprocess, sys, tempfile, time, zlib
+import argparse, json, resource, subprocess, sys, tempfile, time, zlib
 from pathlib import Path
 
 import numpy as np

@@ -12,14 +12,19 @@ Writes, under a work folder (default `data/rehearsal/`, reused when complete):
 
 Then runs the SAME notebooks as a user, 00 -> 04, through papermill with dataset 'nsd' and that weights folder,
 with minimal counts (1 image, 1 iteration, 2 samples, 2 sampler steps), each stage in its own process, and reports
-per-stage wall time and peak memory: a table, then ONE JSON line. Nothing here is a speed target; it is how we know
-the real path runs at real shapes (a shape, dtype or memory bug shows up here, not after hours on a GPU).
+per-stage wall time and peak memory: a table, then ONE JSON line. It is how we know the real path runs at real shapes
+(a shape, dtype or memory bug shows up here, not after hours on a GPU). The files are kept between runs, and so are
+the caches the notebooks write (`data/`: the stimulus embeddings, library predictions, trained decoders) unless
+`--cold`; the search's run folder is always started afresh. On 2 CPU cores a warm run takes about 20 minutes; a cold
+one over an hour, most of it ViT-H embedding the brick (about 3.9 s an image) and training the NSD-sized MindEye-style
+decoder for 04's retrieval.
 
     python bench/rehearsal.py                      # write what is missing, run 00 -> 04 on the CPU
+    python bench/rehearsal.py --cold               # the same from empty caches (embeddings, predictions, decoders)
     python bench/rehearsal.py --device cuda        # the same on a GPU
     python bench/rehearsal.py --write-only         # only the files
 """
-import argparse, json, os, resource, subprocess, sys, time
+import argparse, json, os, shutil, subprocess, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +139,7 @@ def main():
     ap.add_argument('--sessions', type=int, default=2, help="sessions of 750 trials")
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--write-only', action='store_true')
+    ap.add_argument('--cold', action='store_true', help="empty the caches first (embeddings, library predictions, decoders)")
     ap.add_argument('--stages', default='00_data,01_encoders,02_gnet,03_search,04_metrics')
     a = ap.parse_args()
     work = Path(a.work); nsd, weights, runs = work / 'nsd', work / 'weights', work / 'runs'
@@ -144,6 +150,9 @@ def main():
     print(f"files ready in {written} s: {nsd} ({sum(f.stat().st_size for f in nsd.rglob('*') if f.is_file()) / 1e9:.1f} GB), "
           f"{weights} ({sum(f.stat().st_size for f in weights.rglob('*') if f.is_file()) / 1e9:.1f} GB)", flush=True)
     if a.write_only: return
+    stages = a.stages.split(',')
+    if a.cold: shutil.rmtree(work / 'data', ignore_errors=True)
+    if '03_search' in stages: shutil.rmtree(runs / 'subj01', ignore_errors=True)   # else 03 finds its image done
     env = dict(os.environ, SECONDSIGHT_WEIGHTS=str(weights), SECONDSIGHT_DATA=str(work / 'data'), SECONDSIGHT_RUNS=str(runs),
                HF_HUB_OFFLINE='1', MPLBACKEND='Agg')
     common = dict(subj=1, dataset='nsd', data_root=nsd, device=a.device, models_dir=weights, sessions=f'1-{a.sessions}')
@@ -152,12 +161,13 @@ def main():
              '04_metrics': dict(out_dir=runs / 'subj01', weights='random')}
     out = work / 'notebooks'; out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for nb in a.stages.split(','):
+    for nb in stages:
         rows.append(r := run_stage(nb, out, dict(common, **extra.get(nb, {})), env))
         print(f"{nb:>12}: rc {r['rc']}  {r['seconds']:7.1f} s  peak {r['peak_rss_gb'] or float('nan'):5.1f} GB", flush=True)
         if r['rc'] != 0: print('\n'.join(r['error'])); break
-    print(json.dumps(dict(bench='rehearsal', device=a.device, files_seconds=written, stages=rows,
-                          ok=all(r['rc'] == 0 for r in rows) and len(rows) == len(a.stages.split(',')))))
+    print(json.dumps(dict(bench='rehearsal', device=a.device, cold=a.cold, files_seconds=written, stages=rows,
+                          total_seconds=round(sum(r['seconds'] for r in rows), 1),
+                          ok=all(r['rc'] == 0 for r in rows) and len(rows) == len(stages))))
 
 
 if __name__ == '__main__':

@@ -3,8 +3,6 @@ import os, signal, socket, subprocess, sys, time
 from pathlib import Path
 
 import boto3, numpy as np, pytest
-from botocore import UNSIGNED
-from botocore.config import Config
 
 from secondsight.data import NSD_BUCKET, download_cli, download_nsd, nsd_files, nsd_key
 

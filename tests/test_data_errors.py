@@ -4,7 +4,6 @@ from pathlib import Path
 
 import nibabel as nib, numpy as np, pytest
 
-from secondsight.core import subj_name
 from secondsight.data import CorruptFileError, load_subject, nsd_key, nsd_path
 from secondsight.demo import ensure_demo
 

@@ -8,9 +8,8 @@ import torch
 
 from secondsight.data import load_subject
 from secondsight.demo import demo_embedder, ensure_demo
-from secondsight.encoders import (CLIPEncoder, BetaAutoencoder, ClipBetaEncoder, EnsembleEncoder,
-                                  subject_cache_dir, model_fingerprint)
-from secondsight.gnet import GNet8j, GNetEncoder, get_encoders, save_gnet_multisubject
+from secondsight.encoders import CLIPEncoder, BetaAutoencoder, EnsembleEncoder, model_fingerprint
+from secondsight.gnet import GNet8j, get_encoders, save_gnet_multisubject
 
 ROOT = Path(__file__).parents[1]
 DEMO_ROOT = ensure_demo()  # before any test changes $SECONDSIGHT_DATA

@@ -6,7 +6,7 @@ and is redone instead of failing every later run with a bare `JSONDecodeError`.
 
 These tests describe the runner change proposed with issue 14 (`RunFolder.claim`, per-process staging folders,
 `RunFolder.is_finished` reading the result); they fail until it is in nbs/03_search.ipynb."""
-import hashlib, json, os, signal, subprocess, sys, time
+import hashlib, json, os, signal, subprocess, sys
 from pathlib import Path
 
 import pytest

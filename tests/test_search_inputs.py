@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from secondsight.search import (SearchConfig, claim_out_dir, select_images, rank_library, search, slerp,
-                                strength_schedule, tiny_unclip)
+from secondsight.search import SearchConfig, claim_out_dir, select_images, rank_library, search, tiny_unclip
 
 
 def test_config_errors(monkeypatch):
