@@ -731,7 +731,7 @@ def library_beta_primes(subject, # a `secondsight.data.Subject`
                         dtype=np.float16, # storage dtype
                         progress:bool=True,
                         shard:int=0, n_shards:int=1, # compute only chunks shard, shard + n_shards, ... (`_cached_rows`)
-                        embeddings=None, # rows(a, b) -> embeddings (`embedding_rows`), for encoders with `predict_embeddings`
+                        embeddings=None, # rows(a, b) -> embeddings, for encoders with `predict_embeddings` (None: `embedding_rows`)
                        ) -> np.ndarray|None: # (n_images, nvox) memmap, row = nsd_id (None: shards missing)
     "Predicted betas of every brick image, cached under the subject's cache folder, `beta_primes/{name}.npy`"
     if encoder.nvox != subject.nvox:
@@ -739,6 +739,7 @@ def library_beta_primes(subject, # a `secondsight.data.Subject`
     path = subject_cache_dir(subject) / 'beta_primes' / f'{name}.npy'
     meta = dict(name=name, fingerprint=str(getattr(encoder, 'fingerprint', None)), n_images=int(subject.n_images),
                 stimuli=getattr(subject, 'stimuli_signature', None))
+    if embeddings is None and hasattr(encoder, 'predict_embeddings'): embeddings = embedding_rows(subject, encoder.embedder)
     def compute(a, b):
         if embeddings is not None: return encoder.predict_embeddings(embeddings(a, b)).numpy()
         return encoder.predict(subject.images(np.arange(a, b)), batch_size=batch_size).numpy()

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from .data import NVOX, load_subject, choose_dataset
 from .encoders import (MODEL_CLASSES, subject_cache_dir, save_model, load_model, torch_load,
     model_fingerprint, ImageEmbedder, make_embedder, image_embeddings, ClipBetaEncoder, EnsembleEncoder,
-    train_clip_encoder, train_autoencoder, load_released_clip_encoder, load_released_autoencoder, library_beta_primes, embedding_rows,
+    train_clip_encoder, train_autoencoder, load_released_clip_encoder, load_released_autoencoder, library_beta_primes,
     DECODERS, train_decoder)
 from .core import (subj_name, atomic_write, file_lock, resize, as_images, seeded, voxel_corr, cache_key,
     is_current, cached, weights_dir, default_device, cli_error)
@@ -591,7 +591,7 @@ def prepare_subject(subject, # a `secondsight.data.Subject`
     kw = dict(chunk=chunk, progress=progress, shard=shard, n_shards=n_shards)
     out = dict(embeddings=image_embeddings(subject, encoders.embedder, **kw),
                gnet=library_beta_primes(subject, encoders.gnet, 'gnet', **kw),
-               clip=library_beta_primes(subject, encoders.clip, 'clip', embeddings=embedding_rows(subject, encoders.embedder), **kw))
+               clip=library_beta_primes(subject, encoders.clip, 'clip', **kw))        # from the embeddings just cached
     return None if any(v is None for v in out.values()) else out
 
 # %% ../nbs/02_gnet.ipynb #4a338cf8
