@@ -11,7 +11,7 @@ PyTorch's fused attention fast path is invisible to the counter; a multiply-add 
 this machine's CPU, float32. With `cost_model.py`'s counts this says what a GPU will spend where, before one is at
 hand. Ends with ONE JSON line.
 
-    python bench/prepare_cost.py             # all models (about 6 minutes on 2 cores)
+    python bench/prepare_cost.py             # all models (about 8 minutes on 2 cores)
     python bench/prepare_cost.py --prepare   # only the three that see the whole brick
 """
 import argparse, json, logging, sys, time
@@ -48,7 +48,7 @@ def models(prepare_only: bool) -> dict:
     out = {'gnet': (lambda: GNet8j(15724), img(227), 8, 2, True),
            'clip_encoder': (lambda: CLIPEncoder(15724, 1024, 15000), lambda n: ((torch.rand(n, 1024),), {}), 64, 2, True),
            'vit_h_14': (lambda: open_clip.create_model('ViT-H-14', pretrained=None, device=torch.get_default_device()).visual,
-                        img(224), 4, 1, True)}
+                        img(224), 16, 1, True)}
     if prepare_only: return out
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from gpu_search import UNET, VAE
