@@ -13,6 +13,7 @@ hand. Ends with ONE JSON line.
 
     python bench/prepare_cost.py             # all models (about 8 minutes on 2 cores)
     python bench/prepare_cost.py --prepare   # only the three that see the whole brick
+    python bench/prepare_cost.py --search    # only the search's UNet and VAE
 """
 import argparse, json, logging, sys, time
 from pathlib import Path
@@ -42,14 +43,16 @@ def measure(build, inputs, n: int, reps: int = 2, warm: bool = True) -> dict:
     return dict(gflop_per_image=fc.get_total_flops() / 1e9, cpu_s_per_image=(time.perf_counter() - t) / reps / n)
 
 
-def models(prepare_only: bool) -> dict:
+def models(prepare: bool = True, search: bool = True) -> dict:
     "name -> (build, inputs(n) -> (args, kwargs), batch, reps, warm-up)"
     img = lambda size: lambda n: ((torch.rand(n, 3, size, size),), {})
-    out = {'gnet': (lambda: GNet8j(15724), img(227), 8, 2, True),
-           'clip_encoder': (lambda: CLIPEncoder(15724, 1024, 15000), lambda n: ((torch.rand(n, 1024),), {}), 64, 2, True),
-           'vit_h_14': (lambda: open_clip.create_model('ViT-H-14', pretrained=None, device=torch.get_default_device()).visual,
-                        img(224), 16, 1, True)}
-    if prepare_only: return out
+    out = {}
+    if prepare: out.update(
+        gnet=(lambda: GNet8j(15724), img(227), 8, 2, True),
+        clip_encoder=(lambda: CLIPEncoder(15724, 1024, 15000), lambda n: ((torch.rand(n, 1024),), {}), 64, 2, True),
+        vit_h_14=(lambda: open_clip.create_model('ViT-H-14', pretrained=None, device=torch.get_default_device()).visual,
+                  img(224), 16, 1, True))
+    if not search: return out
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from gpu_search import UNET, VAE
     unet_in = lambda n: ((torch.randn(n, 4, 96, 96), torch.full((n,), 500)), dict(encoder_hidden_states=torch.randn(n, 77, 1024),
@@ -62,10 +65,12 @@ def models(prepare_only: bool) -> dict:
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--prepare', action='store_true', help="only the models that see every brick image")
+    ap.add_argument('--search', action='store_true', help="only the search's UNet and VAE")
     torch.manual_seed(0)
     logging.getLogger().setLevel(logging.ERROR)   # "No pretrained weights loaded": random weights on purpose
     rows = {}
-    for name, (build, inputs, n, reps, warm) in models(ap.parse_args().prepare).items():
+    a = ap.parse_args()
+    for name, (build, inputs, n, reps, warm) in models(prepare=not a.search, search=not a.prepare).items():
         r = rows[name] = measure(build, inputs, n, reps, warm)
         line = f"{name:>13}: {r['gflop_per_image']:8.2f} GFLOP/image  {r['cpu_s_per_image']:7.3f} s/image on the CPU"
         if name in ('gnet', 'clip_encoder', 'vit_h_14'):
