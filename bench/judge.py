@@ -92,14 +92,9 @@ def run_all(runs: dict, subjects, out: Path, n_images=None, seed: int = 0):
     return times
 
 
-def retrieval_hits(recons, seen_emb, embed) -> np.ndarray:
-    "1 where the reconstruction's nearest seen image (cosine, generator embedding; seen_emb embedded once) is its own, else 0"
-    from secondsight.core import top1_hits
-    return top1_hits(embed(recons), seen_emb).float().numpy()
-
-
 def evaluate(runs: dict, subjects, out: Path) -> pd.DataFrame:
     "Long table: one row per (condition, subject, image) with every metric"
+    from secondsight.core import top1_hits
     from secondsight.data import load_subject
     from secondsight.demo import demo_provenance
     from secondsight.gnet import get_encoders
@@ -121,7 +116,8 @@ def evaluate(runs: dict, subjects, out: Path) -> pd.DataFrame:
             seen = np.asarray(subject.images(np.asarray(run.nsd_ids)))
             seen_emb = encs.embedder.embed(seen)
             for st in run.stages + ['seen']:
-                hits = retrieval_hits(run.images(st) if st != 'seen' else seen, seen_emb, encs.embedder.embed)
+                emb = seen_emb if st == 'seen' else encs.embedder.embed(run.images(st))   # the seen images embedded once
+                hits = top1_hits(emb, seen_emb).float().numpy()     # 1 where the nearest seen image (cosine) is its own
                 t.loc[t.stage == st, 'retrieval'] = hits[[run.nsd_ids.index(i) for i in t.loc[t.stage == st, 'nsd_id']]]
             rows.append(t.assign(run=name, subj=s))
     df = pd.concat(rows, ignore_index=True)
