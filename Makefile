@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 
 .PHONY: install lock demo test test-nb test-py test-slurm slurm-deps check-clean docs bench bench-gpu rehearsal clean-venv
 
-install: $(STAMP)
+install: $(STAMP) $(BIN)/quarto
 
 $(STAMP): settings.ini setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ $(STAMP): settings.ini setup.py constraints.txt
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (secondsight)"
 	touch $(STAMP)
 
+# nbdev_docs, finding no `quarto` on PATH, runs sudo installs and `pip install -e .[dev]` into this venv: this stand-in
+# is found instead, and says in one line that Quarto is missing and `make docs` builds the offline site (a real Quarto
+# further on PATH runs as usual).
+$(BIN)/quarto: tools/quarto_stand_in.sh | $(STAMP)
+	install -m 755 tools/quarto_stand_in.sh $@
+
 # Refresh constraints.txt (the tested versions) from .venv, after upgrading there and passing make test.
 lock:
 	{ head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.new && mv constraints.txt.new constraints.txt
@@ -33,13 +39,14 @@ lock:
 # The main job: notebooks 00 -> 04 through papermill on the demo data set (SUBJ=2 etc. work the same).
 demo: install
 	mkdir -p $(RUN_DIR)
-	for nb in 00_data 01_encoders 02_gnet 03_search 04_metrics; do \
+	for nb in 00_data 01_encoders 02b_models 03_search 04_metrics; do \
 	  $(BIN)/papermill nbs/$$nb.ipynb $(RUN_DIR)/$$nb.ipynb --cwd nbs -k python3 -l python \
 	    -p subj $(SUBJ) -p dataset demo -p out_dir $(CURDIR)/$(RUN_DIR) || exit 1; \
 	done
 	@echo "demo finished: executed notebooks and results under $(RUN_DIR)/"
 
-# Fails if tools/clean_outputs.py (small figures, no stderr noise, no machine paths), nbdev_clean or nbdev_export would
+# Fails if tools/clean_outputs.py (small figures, no stderr noise, no machine paths, Jupyter's layout, so that a save in
+# JupyterLab is undone; it prints each notebook's bytes and warns above 1 MB in all), nbdev_clean or nbdev_export would
 # change tracked files, then runs the notebooks and pytest.
 test: install check-clean test-nb test-py
 
@@ -72,7 +79,8 @@ slurm-deps:
 
 # Offline docs site in _site/ (nbdev's proc_nbs, then tools/docs_site.py: titles, sidebar, search, local API links, MathML)
 # and README.md from nbs/index.ipynb; fails on a broken local link or anchor, or a page showing front matter, #| options,
-# prompts, raw math or progress bars. Where Quarto is installed, `nbdev_docs` builds the published site (deploy.yaml).
+# prompts, raw math (a formula across a line break too) or progress bars. Where Quarto is installed, `nbdev_docs` builds
+# the published site (deploy.yaml); elsewhere it stops at .venv/bin/quarto, the stand-in above, and installs nothing.
 docs: install
 	$(BIN)/python tools/build_docs.py
 

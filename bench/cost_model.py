@@ -14,15 +14,37 @@ dense). Ends with ONE JSON line.
     python bench/cost_model.py
     python bench/cost_model.py --utilization 0.4
 """
-import argparse, json, logging, sys
-from pathlib import Path
+import argparse, json, logging
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 PEAK_TFLOPS = {'A100': 312, 'H100 SXM': 989, 'H200': 989, 'L40S': 362, 'RTX 4090': 165}   # dense bf16/fp16, data sheets
 STEPS, N_ITER, GUIDANCE = 50, 6, 2
+
+# The published configuration of stabilityai/stable-diffusion-2-1-unclip (model_index.json and the components'
+# config.json files), written out so that no download is needed: the architectures counted here, and built at full size
+# by gpu_search.py, prepare_cost.py and rehearsal.py (this module imports none of them).
+UNET = dict(act_fn='silu', attention_head_dim=[5, 10, 20, 20], block_out_channels=[320, 640, 1280, 1280],
+            center_input_sample=False, class_embed_type='projection', projection_class_embeddings_input_dim=2048,
+            cross_attention_dim=1024, down_block_types=['CrossAttnDownBlock2D'] * 3 + ['DownBlock2D'],
+            downsample_padding=1, dual_cross_attention=False, flip_sin_to_cos=True, freq_shift=0, in_channels=4,
+            layers_per_block=2, mid_block_scale_factor=1, norm_eps=1e-5, norm_num_groups=32, num_class_embeds=None,
+            only_cross_attention=False, out_channels=4, resnet_time_scale_shift='default', sample_size=96,
+            up_block_types=['UpBlock2D'] + ['CrossAttnUpBlock2D'] * 3, upcast_attention=True, use_linear_projection=True)
+VAE = dict(act_fn='silu', block_out_channels=[128, 256, 512, 512], down_block_types=['DownEncoderBlock2D'] * 4,
+           in_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32, out_channels=3, sample_size=768,
+           scaling_factor=0.18215, up_block_types=['UpDecoderBlock2D'] * 4)
+TEXT = dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
+            max_position_embeddings=77, hidden_act='gelu', layer_norm_eps=1e-5, projection_dim=512,
+            bos_token_id=0, eos_token_id=2, pad_token_id=1)
+VISION = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16, image_size=224,
+              patch_size=14, projection_dim=1024, hidden_act='gelu', layer_norm_eps=1e-5)
+FEATURE_EXTRACTOR = dict(crop_size={'height': 224, 'width': 224}, do_center_crop=True, do_normalize=True, do_resize=True,
+                         image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711],
+                         resample=3, size={'shortest_edge': 224})
+NOISE_AUG = dict(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2')   # image_noising_scheduler
+NVOX = 15724                                                                      # subject 1
 
 
 def flops(build, *inputs, **kw) -> float:
@@ -37,7 +59,6 @@ def model_flops() -> dict:
     "GFLOP per evaluation of each model the search runs"
     from diffusers import AutoencoderKL, UNet2DConditionModel
     import open_clip
-    from gpu_search import UNET, VAE
     from secondsight.encoders import CLIPEncoder
     from secondsight.gnet import GNet8j
     logging.getLogger().setLevel(logging.ERROR)
@@ -45,14 +66,15 @@ def model_flops() -> dict:
                  class_labels=torch.empty(1, 2048, device='meta'))
     vae = flops(lambda: AutoencoderKL(**VAE).decoder, (1, 4, 96, 96))
     vith = flops(lambda: open_clip.create_model('ViT-H-14', pretrained=None, device='meta').visual, (1, 3, 224, 224))
-    gnet = flops(lambda: GNet8j(15724), (1, 3, 227, 227))
-    clip = flops(lambda: CLIPEncoder(15724), (1, 1024))
+    gnet = flops(lambda: GNet8j(NVOX), (1, 3, 227, 227))
+    clip = flops(lambda: CLIPEncoder(NVOX), (1, 1024))
     return {k: v / 1e9 for k, v in dict(unet_eval=unet, vae_decode=vae, vit_h_embed=vith, gnet=gnet, clip_encoder=clip).items()}
 
 
 def loop_counts(name: str) -> dict:
     "Samples and sample-steps of one reconstruction with the loop `name` (its own schedule; plus the initial-guess sample)"
-    from secondsight.search import search, RecordingGenerator, QualityEncoder
+    from secondsight.search import search
+    from secondsight.testing import RecordingGenerator, QualityEncoder
     rg, target = RecordingGenerator(), torch.randn(300, generator=torch.Generator().manual_seed(0))
     search(target, rg.image(-1, 0.0), rg.embed(rg.image(-1, 0.0))[0], QualityEncoder(target), rg, loop=name, n_iter=N_ITER)
     calls = [(c['n'], c['strength']) for c in rg.calls] + [(1, 0.9)]           # + the initial guess (strength 0.9)

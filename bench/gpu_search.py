@@ -28,31 +28,13 @@ smoke test (tests/test_bench_gpu.py). Ends with ONE JSON line.
     python bench/gpu_search.py --device cpu --tiny  # smoke test anywhere
 """
 import argparse, json, sys, time
+from pathlib import Path
 
 import torch
 
-# The published configuration of stabilityai/stable-diffusion-2-1-unclip (model_index.json and the components'
-# config.json files), written out so that no download is needed.
-UNET = dict(act_fn='silu', attention_head_dim=[5, 10, 20, 20], block_out_channels=[320, 640, 1280, 1280],
-            center_input_sample=False, class_embed_type='projection', projection_class_embeddings_input_dim=2048,
-            cross_attention_dim=1024, down_block_types=['CrossAttnDownBlock2D'] * 3 + ['DownBlock2D'],
-            downsample_padding=1, dual_cross_attention=False, flip_sin_to_cos=True, freq_shift=0, in_channels=4,
-            layers_per_block=2, mid_block_scale_factor=1, norm_eps=1e-5, norm_num_groups=32, num_class_embeds=None,
-            only_cross_attention=False, out_channels=4, resnet_time_scale_shift='default', sample_size=96,
-            up_block_types=['UpBlock2D'] + ['CrossAttnUpBlock2D'] * 3, upcast_attention=True, use_linear_projection=True)
-VAE = dict(act_fn='silu', block_out_channels=[128, 256, 512, 512], down_block_types=['DownEncoderBlock2D'] * 4,
-           in_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32, out_channels=3, sample_size=768,
-           scaling_factor=0.18215, up_block_types=['UpDecoderBlock2D'] * 4)
-TEXT = dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
-            max_position_embeddings=77, hidden_act='gelu', layer_norm_eps=1e-5, projection_dim=512,
-            bos_token_id=0, eos_token_id=2, pad_token_id=1)
-VISION = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16, image_size=224,
-              patch_size=14, projection_dim=1024, hidden_act='gelu', layer_norm_eps=1e-5)
-FEATURE_EXTRACTOR = dict(crop_size={'height': 224, 'width': 224}, do_center_crop=True, do_normalize=True, do_resize=True,
-                         image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711],
-                         resample=3, size={'shortest_edge': 224})
-NOISE_AUG = dict(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2')   # image_noising_scheduler
-NVOX = 15724                                                                      # subject 1
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the published architectures and the cost model's counts (cost_model.py owns both; it does not import this file)
+from cost_model import UNET, VAE, TEXT, VISION, FEATURE_EXTRACTOR, NOISE_AUG, NVOX, PEAK_TFLOPS, GUIDANCE, model_flops, loop_counts
 
 
 def full_generator(a, device, dtype):
@@ -60,12 +42,13 @@ def full_generator(a, device, dtype):
     from diffusers import AutoencoderKL, UNet2DConditionModel, DDPMScheduler
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection, CLIPImageProcessor
-    from secondsight.search import UnCLIPGenerator, make_scheduler, unclip_scheduler_config, _tiny_tokenizer
+    from secondsight.unclip import UnCLIPGenerator, make_scheduler, unclip_scheduler_config
+    from secondsight.testing import tiny_tokenizer
     with torch.device(device):
         unet, vae = UNet2DConditionModel(**UNET), AutoencoderKL(**VAE)
         text, vision = CLIPTextModel(CLIPTextConfig(**TEXT)), CLIPVisionModelWithProjection(CLIPVisionConfig(**VISION))
     return UnCLIPGenerator(unet.to(dtype), vae.to(dtype), make_scheduler(a.scheduler, unclip_scheduler_config()),
-                           _tiny_tokenizer(77), text.to(dtype), StableUnCLIPImageNormalizer(embedding_dim=1024),
+                           tiny_tokenizer(77), text.to(dtype), StableUnCLIPImageNormalizer(embedding_dim=1024),
                            DDPMScheduler(**NOISE_AUG), image_encoder=vision.to(dtype),
                            feature_extractor=CLIPImageProcessor(**FEATURE_EXTRACTOR), num_inference_steps=a.steps,
                            guidance_scale=10., max_batch=a.batch, device=device, dtype=dtype)
@@ -107,10 +90,10 @@ def peak_gb(device):
 
 
 def unet_eval(gen, b: int):
-    "One guided UNet evaluation of b samples (2b rows), as `UnCLIPGenerator._vary_batch` calls it"
+    "One guided UNet evaluation of b samples (2b rows), as `UnCLIPGenerator.denoise` calls it"
     unet, f = gen.unet, gen.vae_scale
     x = torch.randn(2 * b, unet.config.in_channels, gen.size // f, gen.size // f, device=gen.device, dtype=gen.dtype)
-    text = gen._prompt_embeds().repeat_interleave(b, 0)
+    text = gen.text_states().repeat_interleave(b, 0)
     img = torch.zeros(2 * b, unet.config.projection_class_embeddings_input_dim, device=gen.device, dtype=gen.dtype)
     t = torch.tensor(500, device=gen.device)
     return lambda: unet(x, t, encoder_hidden_states=text, class_labels=img, return_dict=False)
@@ -136,11 +119,10 @@ def main():
     if torch.device(a.device).type == 'cuda' and not torch.cuda.is_available():
         sys.exit("bench/gpu_search.py needs a CUDA GPU: torch.cuda.is_available() is False on this machine. "
                  "Run it on a GPU machine, or `python bench/gpu_search.py --device cpu --tiny` for a smoke test.")
-    sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parent))
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
     from secondsight.core import derive_seed, brain_scores
-    from secondsight.search import tiny_unclip, make_scheduler, unclip_scheduler_config
-    from cost_model import model_flops, loop_counts, PEAK_TFLOPS, GUIDANCE
+    from secondsight.unclip import make_scheduler, unclip_scheduler_config
+    from secondsight.testing import tiny_unclip
     device, out, log = torch.device(a.device), {}, (lambda m: print(m, file=sys.stderr, flush=True))
     cuda = device.type == 'cuda'
     name = torch.cuda.get_device_name(device) if cuda else str(device)

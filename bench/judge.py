@@ -42,7 +42,8 @@ METRICS_ = ['true:nsdgeneral', 'true:early_vis', 'true:higher_vis', 'hybrid:nsdg
 
 def total_samples(loop: str, n_iter: int = 6, n_samples=None, **kw) -> int:
     "Samples one search draws (03's loop on its recording generator), + 1 for the initial image"
-    from secondsight.search import search, RecordingGenerator, QualityEncoder
+    from secondsight.search import search
+    from secondsight.testing import RecordingGenerator, QualityEncoder
     rg, target = RecordingGenerator(), torch.randn(300, generator=torch.Generator().manual_seed(0))
     search(target, rg.image(-1, 0.0), rg.embed(rg.image(-1, 0.0))[0], QualityEncoder(target), rg, loop=loop, n_iter=n_iter,
            n_samples=n_samples, **kw)
@@ -56,7 +57,7 @@ def equal_calls(loop: str, n_iter: int, budget: int) -> int:
 
 def plan(names=None) -> dict:
     "run name -> (what it tests, SearchConfig overrides), at equal generator calls"
-    from secondsight.search import SearchConfig
+    from secondsight.run import SearchConfig
     budget = total_samples('ours')
     runs = {
         'ours': ("default loop", {}),
@@ -76,8 +77,8 @@ def plan(names=None) -> dict:
 def run_all(runs: dict, subjects, out: Path, n_images=None, seed: int = 0):
     "Every run for every subject (finished images are skipped); the subject's models are loaded once"
     from secondsight.data import load_subject
-    from secondsight.gnet import get_encoders
-    from secondsight.search import SearchConfig, make_generator, run_subject
+    from secondsight.models import get_encoders
+    from secondsight.run import SearchConfig, make_generator, run_subject
     times = {}
     for s in subjects:
         subject = load_subject(s, 'demo', progress=False)
@@ -97,8 +98,9 @@ def evaluate(runs: dict, subjects, out: Path) -> pd.DataFrame:
     from secondsight.core import top1_hits
     from secondsight.data import load_subject
     from secondsight.demo import demo_provenance
-    from secondsight.gnet import get_encoders
-    from secondsight.metrics import evaluate_subject, read_run
+    from secondsight.models import get_encoders
+    from secondsight.metrics import evaluate_subject
+    from secondsight.run import read_run
     photo = demo_provenance()['photo']
     rows = []
     for s in subjects:
@@ -152,7 +154,7 @@ def pairs_for(stages) -> list:
 
 def compare(cond: pd.DataFrame, n_boot: int) -> pd.DataFrame:
     "Paired 95% CIs over images and over photographs (`compare_stages` with groups)"
-    from secondsight.metrics import compare_stages
+    from secondsight.stats import compare_stages
     pairs, ms = pairs_for(set(cond.stage)), [m for m in METRICS_ if m in cond]
     img = compare_stages(cond, pairs, ms, n_boot=n_boot).assign(resample='images')
     pho = compare_stages(cond, pairs, ms, n_boot=n_boot, groups='photo').assign(resample='photographs')
@@ -161,7 +163,7 @@ def compare(cond: pd.DataFrame, n_boot: int) -> pd.DataFrame:
 
 def per_subject(cond: pd.DataFrame, n_boot: int) -> pd.DataFrame:
     "final > initial > random and final vs library top-1, per subject, in true nsdgeneral and early visual r"
-    from secondsight.metrics import compare_stages
+    from secondsight.stats import compare_stages
     pairs = [p for p in [('initial', 'random'), ('final: ours', 'initial'), ('final: ours', 'library top-1'),
                          ('final: master', 'initial'), ('final: master', 'library top-1')] if set(p) <= set(cond.stage)]
     return pd.concat([compare_stages(c, pairs, ['true:nsdgeneral', 'true:early_vis'], n_boot=n_boot).assign(subj=s)
@@ -172,7 +174,7 @@ def figures(cond: pd.DataFrame, cmp: pd.DataFrame, fig_dir: Path) -> list:
     "Means with CIs per condition; forest plots of the loop and decoder comparisons"
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    from secondsight.metrics import plot_comparison
+    from secondsight.stats import plot_comparison
     fig_dir.mkdir(parents=True, exist_ok=True)
     files = []
     c = cmp[cmp['resample'] == 'images']

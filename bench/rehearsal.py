@@ -102,7 +102,8 @@ def write_weights(dest: Path, nsd: Path, seed: int = 0):
     from diffusers import AutoencoderKL, UNet2DConditionModel, DDIMScheduler, DDPMScheduler
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection, CLIPImageProcessor
-    from secondsight.search import unclip_scheduler_config, _tiny_tokenizer
+    from secondsight.unclip import unclip_scheduler_config
+    from secondsight.testing import tiny_tokenizer
     u = dest / 'stable-diffusion-2-1-unclip'
     parts = dict(unet=lambda: UNet2DConditionModel(**UNET), vae=lambda: AutoencoderKL(**VAE),
                  text_encoder=lambda: CLIPTextModel(CLIPTextConfig(**TEXT)),
@@ -113,7 +114,7 @@ def write_weights(dest: Path, nsd: Path, seed: int = 0):
     DDIMScheduler(**unclip_scheduler_config()).save_pretrained(u / 'scheduler')
     DDPMScheduler(**NOISE_AUG).save_pretrained(u / 'image_noising_scheduler')
     CLIPImageProcessor(**FEATURE_EXTRACTOR).save_pretrained(u / 'feature_extractor')
-    _tiny_tokenizer(77).save_pretrained(u / 'tokenizer')
+    tiny_tokenizer(77).save_pretrained(u / 'tokenizer')
     _mark(dest, note='random weights at the published sizes; not usable for science')
 
 
@@ -140,7 +141,7 @@ def main():
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--write-only', action='store_true')
     ap.add_argument('--cold', action='store_true', help="empty the caches first (embeddings, library predictions, decoders)")
-    ap.add_argument('--stages', default='00_data,01_encoders,02_gnet,03_search,04_metrics')
+    ap.add_argument('--stages', default='00_data,01_encoders,02b_models,03_search,04_metrics')
     a = ap.parse_args()
     work = Path(a.work); nsd, weights, runs = work / 'nsd', work / 'weights', work / 'runs'
     t0 = time.time()

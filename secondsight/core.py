@@ -17,11 +17,12 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 # %% auto #0
-__all__ = ['SUBJECTS', 'DATASETS', 'check_subject', 'subj_name', 'data_dir', 'cache_dir', 'runs_dir', 'weights_dir', 'shown',
-           'default_device', 'announce', 'cli_error', 'atomic_write', 'file_lock', 'cache_key', 'manifest_path',
-           'read_json', 'is_current', 'cached', 'resize', 'as_images', 'to_uint8', 'save_image', 'load_image',
-           'derive_seed', 'sample_seeds', 'seeded', 'standardize_rows', 'mean_query', 'pearson_matrix', 'brain_scores',
-           'pearson_rows', 'voxel_corr', 'to_gray', 'ssim_rows', 'top1_hits', 'retrieval_top1']
+__all__ = ['SUBJECTS', 'DATASETS', 'check_subject', 'subj_name', 'project_root', 'data_dir', 'cache_dir', 'runs_dir',
+           'weights_dir', 'shown', 'default_device', 'announce', 'cli_error', 'atomic_write', 'file_lock', 'cache_key',
+           'manifest_path', 'read_json', 'is_current', 'cached', 'size_hw', 'resize_uint8', 'resize', 'as_images',
+           'to_uint8', 'save_image', 'load_image', 'derive_seed', 'sample_seeds', 'seeded', 'as_tensor',
+           'standardize_rows', 'broadcast', 'mean_query', 'pearson_matrix', 'brain_scores', 'rows64', 'pearson_rows',
+           'voxel_corr', 'to_gray', 'ssim_rows', 'top1_hits', 'retrieval_top1']
 
 # %% ../nbs/00_core.ipynb #646c311f
 SUBJECTS = (1, 2, 5, 7)  # the subjects of Second Sight / MindEye / Brain-Diffuser
@@ -40,7 +41,7 @@ def subj_name(subj) -> str:
     return f"subj{check_subject(subj):02d}"
 
 # %% ../nbs/00_core.ipynb #3f14e4a4
-def _project_root() -> Path | None:
+def project_root() -> Path | None:
     "The secondsight checkout (folder with a settings.ini naming lib_name secondsight), if any."
     starts = [Path.cwd()]
     with contextlib.suppress(NameError): starts.insert(0, Path(__file__).resolve().parent)
@@ -58,7 +59,7 @@ def _location(path, env:str, default) -> Path:
 def data_dir(path=None  # explicit location; wins over everything
             ) -> Path:
     "Root of NSD mirrors, the demo and caches: `path` > $SECONDSIGHT_DATA > <checkout>/data > ~/.cache/secondsight."
-    root = _project_root()
+    root = project_root()
     return _location(path, 'SECONDSIGHT_DATA', lambda: root/'data' if root is not None else Path.home()/'.cache'/'secondsight')
 
 # %% ../nbs/00_core.ipynb #643b7260
@@ -75,7 +76,7 @@ def cache_dir(dataset:str, # 'demo' or 'nsd'
 def runs_dir(path=None # explicit location; wins over everything
             ) -> Path:
     "Where runs are kept: `path` > $SECONDSIGHT_RUNS > <checkout>/runs > ./runs"
-    return _location(path, 'SECONDSIGHT_RUNS', lambda: (_project_root() or Path.cwd())/'runs')
+    return _location(path, 'SECONDSIGHT_RUNS', lambda: (project_root() or Path.cwd())/'runs')
 
 def weights_dir(path=None # explicit location; wins over everything
                ) -> Path:
@@ -84,7 +85,7 @@ def weights_dir(path=None # explicit location; wins over everything
 
 def shown(path) -> str:
     "`path` as messages and saved outputs show it: relative to the checkout when inside it (no machine paths)"
-    p, root = Path(path).resolve(), _project_root()
+    p, root = Path(path).resolve(), project_root()
     return str(p.relative_to(root)) if root is not None and p.is_relative_to(root) else str(path)
 
 def default_device() -> str:
@@ -183,13 +184,13 @@ def cached(path, # the artifact: a file (name with a suffix) or a folder
     return m
 
 # %% ../nbs/00_core.ipynb #6d31b3e0
-def _size_hw(size):
+def size_hw(size):
     if size is None: return None
     if isinstance(size, (int, np.integer)): return (int(size), int(size))
     if len(size) == 2: return (int(size[0]), int(size[1]))
     raise ValueError(f"size={size!r}: expected an int (square) or (H, W).")
 
-def _resize_uint8(x, hw):
+def resize_uint8(x, hw):
     "uint8 (n,H,W,3) -> uint8 (n,h,w,3) with PIL LANCZOS."
     if hw is None or tuple(x.shape[1:3]) == hw: return x
     return np.stack([np.asarray(Image.fromarray(im).resize((hw[1], hw[0]), Image.LANCZOS)) for im in x])
@@ -199,7 +200,7 @@ def resize(x:torch.Tensor, # float (n, 3, h, w) images in [0, 1]
            size            # int (square) or (H, W)
           ) -> torch.Tensor:
     "Float images resized with antialiased bicubic interpolation, clamped to [0, 1] (a no-op at the right size)"
-    hw = _size_hw(size)
+    hw = size_hw(size)
     if tuple(x.shape[-2:]) == hw: return x
     return F.interpolate(x, size=hw, mode='bicubic', antialias=True, align_corners=False).clamp(0, 1)
 
@@ -209,7 +210,7 @@ def as_images(x,           # uint8 (n,H,W,3)/(H,W,3) numpy, torch uint8/float (n
               size=None    # resize to size x size (or (H, W))
              ) -> torch.Tensor:
     "Images as torch float32 (n, 3, H, W) in [0, 1]."
-    hw = _size_hw(size)
+    hw = size_hw(size)
     if isinstance(x, Image.Image): x = [x]
     if isinstance(x, (list, tuple)):
         if len(x) == 0: raise ValueError("as_images: got an empty list of images.")
@@ -221,7 +222,7 @@ def as_images(x,           # uint8 (n,H,W,3)/(H,W,3) numpy, torch uint8/float (n
         if x.ndim != 4 or 3 not in (x.shape[1], x.shape[-1]):
             raise ValueError(f"as_images: expected images of shape (n, H, W, 3) or (n, 3, H, W), got {x.shape}.")
         if x.shape[-1] != 3: x = x.transpose(0, 2, 3, 1)  # -> (n, H, W, 3)
-        if x.dtype == np.uint8: return torch.from_numpy(np.ascontiguousarray(_resize_uint8(x, hw))).permute(0, 3, 1, 2).float().div(255).to(device)
+        if x.dtype == np.uint8: return torch.from_numpy(np.ascontiguousarray(resize_uint8(x, hw))).permute(0, 3, 1, 2).float().div(255).to(device)
         if x.dtype.kind != 'f': raise ValueError(f"as_images: expected uint8 or float images, got dtype {x.dtype}.")
         x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 3, 1, 2)
     if not torch.is_tensor(x) or not x.is_floating_point():
@@ -281,7 +282,7 @@ def seeded(build, # a function of no arguments that builds something random (a m
         torch.manual_seed(seed); return build()
 
 # %% ../nbs/00_core.ipynb #df96f4aa
-def _as_tensor(x)->torch.Tensor:
+def as_tensor(x)->torch.Tensor:
     "A float32 torch view/copy of an array, memmap or tensor."
     return (x if torch.is_tensor(x) else torch.from_numpy(np.ascontiguousarray(x))).float()
 
@@ -289,17 +290,24 @@ def standardize_rows(x,          # (..., nvox) array or tensor
                      mask=None,  # optional bool (nvox,) voxel mask applied first
                      eps=1e-12)->torch.Tensor:
     "Rows centred and scaled to unit norm (float32): the dot product of two such rows is their Pearson r."
-    x = _as_tensor(x)
+    x = as_tensor(x)
     if mask is not None: x = x[..., torch.as_tensor(np.asarray(mask), dtype=torch.bool)]
     x = x - x.mean(-1, keepdim=True)
     return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+# %% ../nbs/00_core.ipynb #5a85a432
+def broadcast(x:torch.Tensor, n:int, what:str)->torch.Tensor:
+    "Expand a leading dimension of 1 to n (or check that it is n)."
+    if x.shape[0] == n: return x
+    if x.shape[0] == 1: return x.expand(n, *x.shape[1:])
+    raise ValueError(f"{what} has {x.shape[0]} rows: expected 1 (shared by all samples) or n={n}")
 
 # %% ../nbs/00_core.ipynb #dd8539e3
 def mean_query(queries,    # (q, nvox), or nested (q, reps, nvox) with all-zero rows for missing repetitions
                mask=None   # optional bool (nvox,) voxel mask
               )->torch.Tensor:
     "Standardized queries averaged over their non-missing repetitions: (q, n_masked_voxels)."
-    q = _as_tensor(queries)
+    q = as_tensor(queries)
     if q.ndim == 2: q = q[:, None]
     if q.ndim != 3: raise ValueError(f"queries must be (n_queries, nvox) or (n_queries, n_reps, nvox); got shape {tuple(q.shape)}")
     valid = q.ne(0).any(-1)                                        # (q, reps): an all-zero row is a missing repetition
@@ -318,11 +326,11 @@ def brain_scores(preds,      # (n, nvox) predicted betas of n images
                  betas,      # (nvox,) or (reps, nvox) measured betas of one image, all-zero rows = missing
                  mask=None)->torch.Tensor:
     "Pearson r of each prediction with the measured betas, averaged over repetitions: (n,)."
-    betas = _as_tensor(betas)
+    betas = as_tensor(betas)
     return pearson_matrix(betas[None] if betas.ndim == 2 else betas[None, None], preds, mask)[0]
 
 # %% ../nbs/00_core.ipynb #0830838f
-def _rows64(x)->torch.Tensor:
+def rows64(x)->torch.Tensor:
     "Any (n, ...) array/tensor -> float64 CPU tensor (n, d)."
     x = x if torch.is_tensor(x) else torch.from_numpy(np.asarray(x))
     return x.detach().cpu().double().reshape(len(x), -1)
@@ -331,7 +339,7 @@ def pearson_rows(a, # (n, d) array or tensor
                  b, # (n, d), same shape
                 )->np.ndarray: # (n,) float64 Pearson r of each row pair
     "Row-wise Pearson correlation, in float64."
-    a, b = _rows64(a), _rows64(b)
+    a, b = rows64(a), rows64(b)
     if a.shape != b.shape: raise ValueError(f"pearson_rows: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}.")
     a = a - a.mean(1, keepdim=True); b = b - b.mean(1, keepdim=True)
     return ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).numpy()

@@ -13,8 +13,8 @@ from fastcore.basics import patch
 
 with warnings.catch_warnings():  # tqdm.auto warns when ipywidgets is missing, then falls back to text bars
     warnings.simplefilter('ignore'); from tqdm.auto import tqdm
-from .core import (SUBJECTS, DATASETS, check_subject, subj_name, data_dir, cache_dir, _size_hw,
-    _resize_uint8, cached, announce, shown, cli_error)
+from .core import (SUBJECTS, DATASETS, check_subject, subj_name, data_dir, cache_dir, size_hw,
+    resize_uint8, cached, announce, shown, cli_error)
 
 # %% auto #0
 __all__ = ['NVOX', 'NSD_SESSIONS', 'DEFAULT_NSD_SESSIONS', 'ROIS', 'PRF_LABELS', 'NORMALIZATIONS', 'NSD_BUCKET', 'NSD_TERMS_URL',
@@ -542,7 +542,7 @@ def images(self:Subject, nsd_ids, # nsd ids (0-based brick rows), any order, rep
         for a in range(0, len(uniq), 256):                  # contiguous block when dense, else a point selection
             u = uniq[a:a + 256]
             out[a:a + len(u)] = ds[u[0]:u[-1] + 1][u - u[0]] if u[-1] - u[0] < 4*len(u) else ds[u]
-    return _resize_uint8(out[inv], _size_hw(size))
+    return resize_uint8(out[inv], size_hw(size))
 
 # %% ../nbs/00_data.ipynb #de9d25ec
 @patch

@@ -30,11 +30,11 @@ from fastcore.basics import patch
 with warnings.catch_warnings():  # tqdm.auto warns when ipywidgets is missing, then falls back to text bars
     warnings.simplefilter('ignore'); from tqdm.auto import tqdm
 from .core import (SUBJECTS, subj_name, data_dir, atomic_write, file_lock, resize, as_images, sample_seeds,
-    _as_tensor, cached)
+    as_tensor, cached)
 from .data import DataSet, nsd_path
 from .encoders import ImageEmbedder, image_embeddings
-from .gnet import TrainingRecipe
-from .search import _broadcast
+from .models import TrainingRecipe
+from .core import broadcast
 
 # %% ../nbs/05_demo.ipynb #061ba531
 DEMO_VERSION = 2   # 2: test and library images from disjoint photographs; the donor image model
@@ -487,7 +487,7 @@ class DemoGenerator:
             **kwargs):               # n_neighbours, zoom
         "Fit the PCA latent space and the spectrum, and keep the images as donors."
         x = as_images(images); size = size or x.shape[-1]; x = resize(x, size)
-        E = _as_tensor(embeds if embeds is not None else embedder.embed(x)).float().cpu()
+        E = as_tensor(embeds if embeds is not None else embedder.embed(x)).float().cpu()
         if len(E) != len(x): raise ValueError(f"{len(E)} embeddings for {len(x)} images: pass one embedding per image")
         X = x.flatten(1)*2 - 1                                                    # (n, D) in [-1, 1]
         k, mean = min(n_components, len(X) - 1), X.mean(0)
@@ -500,7 +500,7 @@ class DemoGenerator:
 @patch
 def embed(self:DemoGenerator, images) -> torch.Tensor:
     "Image embeddings (n, d) in the conditioning space."
-    return _as_tensor(self.embedder.embed(resize(as_images(images), self.size))).cpu()
+    return as_tensor(self.embedder.embed(resize(as_images(images), self.size))).cpu()
 
 @patch
 def encode_latents(self:DemoGenerator, images) -> torch.Tensor:
@@ -510,7 +510,7 @@ def encode_latents(self:DemoGenerator, images) -> torch.Tensor:
 @patch
 def decode_latents(self:DemoGenerator, latents) -> torch.Tensor:
     "Images (n,3,size,size) in [0, 1] from PCA coefficients."
-    x = _as_tensor(latents) @ self.components + self.mean
+    x = as_tensor(latents) @ self.components + self.mean
     return ((x + 1)/2).clamp(0, 1).view(-1, 3, self.size, self.size)
 
 # %% ../nbs/05_demo.ipynb #7d15e8ad
@@ -542,11 +542,11 @@ def vary(self:DemoGenerator, init_images, embeds, strength:float, n:int, seed:in
     # 2. One generator per sample: a batched call equals one-by-one calls with the same seeds
     gens = [torch.Generator().manual_seed(s) for s in sample_seeds(seed, n)]
     # 3. Donors: library images near each sample's embedding
-    E = _broadcast(_as_tensor(embeds).float().cpu().reshape(-1, self.donor_embeds.shape[1]), n, 'embeds')
+    E = broadcast(as_tensor(embeds).float().cpu().reshape(-1, self.donor_embeds.shape[1]), n, 'embeds')
     x = self._donors(E, gens)
     # 4. img2img: the init image's frequencies that survive the noise at t = strength*T, the donor's elsewhere
     if strength < 1:
-        x0 = _broadcast(resize(as_images(init_images), self.size)*2 - 1, n, 'init_images')
+        x0 = broadcast(resize(as_images(init_images), self.size)*2 - 1, n, 'init_images')
         g = self.gains(strength)
         x = _crop_ifft(g*_pad_fft(x0, self.pad) + (1 - g)*_pad_fft(x, self.pad), self.size, self.pad)
     return ((x + 1)/2).clamp(0, 1)

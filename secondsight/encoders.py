@@ -17,14 +17,12 @@ from .core import (subj_name, cache_dir, atomic_write, file_lock, as_images, see
     read_json, is_current, cached, weights_dir)
 
 # %% auto #0
-__all__ = ['OPENAI_MEAN', 'OPENAI_STD', 'MODEL_CLASSES', 'HF_REPO', 'DECODERS', 'clip_preprocess', 'register_arch',
-           'open_clip_file', 'ImageEmbedder', 'make_embedder', 'subject_cache_dir', 'image_embeddings',
-           'embedding_rows', 'embeddings_of', 'CLIPEncoder', 'BetaAutoencoder', 'save_model', 'load_model',
-           'torch_load', 'released_model_path', 'load_released_clip_encoder', 'load_released_autoencoder',
-           'fit_regressor', 'train_clip_encoder', 'train_autoencoder', 'model_fingerprint', 'ClipBetaEncoder',
-           'EnsembleEncoder', 'ridge_fit', 'PixelRidgeEncoder', 'predict_brick', 'validate', 'plot_validation',
-           'library_beta_primes', 'LinearDecoder', 'fit_ridge_decoder', 'MindEyeDecoder', 'soft_clip_loss', 'mixco',
-           'bimixco_loss', 'fit_mindeye', 'train_decoder']
+__all__ = ['OPENAI_MEAN', 'OPENAI_STD', 'MODEL_CLASSES', 'HF_REPO', 'clip_preprocess', 'register_arch', 'open_clip_file',
+           'ImageEmbedder', 'make_embedder', 'subject_cache_dir', 'image_embeddings', 'embedding_rows', 'embeddings_of',
+           'CLIPEncoder', 'BetaAutoencoder', 'save_model', 'load_model', 'torch_load', 'released_model_path',
+           'load_released_clip_encoder', 'load_released_autoencoder', 'fit_regressor', 'trial_data',
+           'train_clip_encoder', 'train_autoencoder', 'model_fingerprint', 'ClipBetaEncoder', 'EnsembleEncoder',
+           'ridge_fit', 'PixelRidgeEncoder', 'predict_brick', 'validate', 'plot_validation', 'library_beta_primes']
 
 # %% ../nbs/01_encoders.ipynb #37c46656
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -483,7 +481,7 @@ def fit_regressor(model:nn.Module, # the model to train (modified in place)
     return hist
 
 # %% ../nbs/01_encoders.ipynb #3f72b5f3
-def _trial_data(subject, rows_by_nsd_id, trials):
+def trial_data(subject, rows_by_nsd_id, trials):
     "Inputs indexed by the nsd id shown on each trial, and that trial's measured betas"
     trials = np.asarray(trials)
     ids = np.asarray(subject.trial_nsd_ids)[trials]
@@ -498,8 +496,8 @@ def train_clip_encoder(subject, # a `secondsight.data.Subject`
                        device='cpu', progress:bool=True,
                       ) -> tuple: # (CLIPEncoder in eval mode, history)
     "Train the CLIP encoder on a subject's single-trial betas (train trials), early-stopped on the validation trials"
-    xt, yt = _trial_data(subject, embeddings, subject.train_trials)
-    xv, yv = _trial_data(subject, embeddings, subject.val_trials)
+    xt, yt = trial_data(subject, embeddings, subject.train_trials)
+    xv, yv = trial_data(subject, embeddings, subject.val_trials)
     model = seeded(lambda: CLIPEncoder(subject.nvox, xt.shape[1], hidden), seed)
     hist = fit_regressor(model, xt, yt, xv, yv, lr=lr, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
                          seed=seed, device=device, progress=progress, desc=f'CLIP encoder {subj_name(subject.subj)}')
@@ -513,8 +511,8 @@ def train_autoencoder(subject, # a `secondsight.data.Subject`
                       seed:int=0, device='cpu', progress:bool=True,
                      ) -> tuple: # (BetaAutoencoder in eval mode, history)
     "Train the autoencoder: measured single-trial betas -> the beta primes of the image shown on that trial"
-    yt, xt = _trial_data(subject, beta_primes, subject.train_trials)
-    yv, xv = _trial_data(subject, beta_primes, subject.val_trials)
+    yt, xt = trial_data(subject, beta_primes, subject.train_trials)
+    yv, xv = trial_data(subject, beta_primes, subject.val_trials)
     model = seeded(lambda: BetaAutoencoder(subject.nvox, dims), seed)
     hist = fit_regressor(model, xt, yt, xv, yv, lr=lr, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
                          seed=seed, device=device, progress=progress, desc=f'autoencoder {subj_name(subject.subj)}')
@@ -745,127 +743,3 @@ def library_beta_primes(subject, # a `secondsight.data.Subject`
         return encoder.predict(subject.images(np.arange(a, b)), batch_size=batch_size).numpy()
     return _cached_rows(path, subject.n_images, subject.nvox, dtype, compute, meta, chunk=chunk, progress=progress,
                         desc=f'beta primes {name} {subj_name(subject.subj)}', shard=shard, n_shards=n_shards)
-
-# %% ../nbs/01_encoders.ipynb #b097c4b1
-class LinearDecoder(nn.Module):
-    "Betas (B, nvox) -> embeddings (B, d): one linear map (the ridge decoder)"
-    def __init__(self, nvox:int, d_out:int):
-        super().__init__()
-        self.config = dict(nvox=int(nvox), d_out=int(d_out))
-        self.linear = nn.Linear(nvox, d_out)
-    def forward(self, x): return self.linear(x)          # the embedding that conditions the generator
-    def project(self, x): return self.forward(x)         # the space retrieval compares in
-
-def fit_ridge_decoder(x, y, xv, yv, # training betas (n, nvox) / embeddings (n, d), and the validation pair
-                      alphas=None, # penalties relative to n (None: 10^-1 ... 10^6 in half decades)
-                      device='cpu') -> tuple: # (LinearDecoder, history)
-    "Ridge decoder, penalty per embedding dimension chosen on validation, folded into one linear layer"
-    t0 = time.time()
-    alphas = 10.0 ** np.arange(-1, 6.5, 0.5) if alphas is None else alphas
-    coef, mu, sd, ymu, vr = ridge_fit(x, y, xv, yv, alphas, device)
-    m = LinearDecoder(coef.shape[0], coef.shape[1])
-    with torch.no_grad():
-        m.linear.weight.copy_((coef / sd[:, None]).T.float()); m.linear.bias.copy_(ymu - ((mu / sd) @ coef).float())
-    return m.eval(), dict(val_r=vr.tolist(), seconds=time.time() - t0)
-
-MODEL_CLASSES['LinearDecoder'] = LinearDecoder
-
-# %% ../nbs/01_encoders.ipynb #2fcd9c97
-class MindEyeDecoder(nn.Module):
-    "Betas (B, nvox) -> embeddings (B, d): MindEye's residual MLP backbone, plus a projector for the contrastive loss"
-    def __init__(self, nvox:int, d_out:int, hidden:int=4096, n_blocks:int=4, dropout:float=0.15):
-        super().__init__()
-        self.config = dict(nvox=int(nvox), d_out=int(d_out), hidden=int(hidden), n_blocks=int(n_blocks), dropout=float(dropout))
-        block = lambda p: [nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(p)]
-        self.lin0 = nn.Sequential(nn.Linear(nvox, hidden), *block(0.5))
-        self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(hidden, hidden), *block(dropout)) for _ in range(n_blocks)])
-        self.lin1 = nn.Linear(hidden, d_out)
-        self.projector = nn.Sequential(nn.LayerNorm(d_out), nn.GELU(), nn.Linear(d_out, d_out))
-
-    def forward(self, x):                                  # the embedding that conditions the generator (MSE-trained)
-        h = self.lin0(x)
-        for b in self.blocks: h = h + b(h)
-        return self.lin1(h)
-    def project(self, x): return self.projector(self.forward(x))   # the space retrieval compares in (contrastive)
-
-MODEL_CLASSES['MindEyeDecoder'] = MindEyeDecoder
-
-# %% ../nbs/01_encoders.ipynb #4328119c
-def soft_clip_loss(preds, targs, temp:float=0.006):
-    "MindEye's SoftCLIP: cross-entropy against the targets' own similarity distribution, both directions"
-    p, t = F.normalize(preds, dim=-1), F.normalize(targs, dim=-1)
-    logits, soft = p @ t.T / temp, (t @ t.T / temp).softmax(-1)
-    return -((soft * logits.log_softmax(-1)).sum(-1).mean() + (soft * logits.T.log_softmax(-1)).sum(-1).mean()) / 2
-
-def mixco(x, rng:np.random.Generator, beta:float=0.15, p_mix:float=0.5) -> tuple:
-    "MixCo: mix a random subset of the samples with a random partner; returns (mixed x, partner index, weight lambda)"
-    n = len(x)
-    perm = torch.from_numpy(rng.permutation(n)).to(x.device)
-    lam = torch.from_numpy(np.where(rng.random(n) < p_mix, rng.beta(beta, beta, n), 1.0)).float().to(x.device)
-    return lam[:, None] * x + (1 - lam[:, None]) * x[perm], perm, lam
-
-def bimixco_loss(preds, targs, perm, lam, temp:float=0.006):
-    "Bidirectional contrastive loss with MixCo's soft labels: lambda on the sample's own target, 1 - lambda on its partner's"
-    p, t = F.normalize(preds, dim=-1), F.normalize(targs, dim=-1)
-    logits, labels = p @ t.T / temp, torch.diag(lam)
-    labels[torch.arange(len(lam)), perm] += 1 - lam
-    return -((labels * logits.log_softmax(-1)).sum(-1).mean() + (labels.T * logits.T.log_softmax(-1)).sum(-1).mean()) / 2
-
-# %% ../nbs/01_encoders.ipynb #a85eed17
-def _mindeye_loss(model, xb, yb, mixing:bool, rng, temp, mse_weight, scale):
-    "One batch's loss: BiMixCo on voxel-mixed betas (mixing phase) or SoftCLIP, plus the relative MSE of the output"
-    if mixing:
-        xb, perm, lam = mixco(xb, rng)
-        emb = model(xb); loss = bimixco_loss(model.projector(emb), yb, perm, lam, temp)
-        yb = lam[:, None] * yb + (1 - lam[:, None]) * yb[perm]          # the mixed input's embedding target
-    else: emb = model(xb); loss = soft_clip_loss(model.projector(emb), yb, temp)
-    return loss + mse_weight * F.mse_loss(emb, yb) / scale
-
-@torch.no_grad()
-def _mindeye_val(model, xv, yv, temp, mse_weight, scale, device) -> float:
-    model.eval(); emb = model(xv.to(device)); yv = yv.to(device)
-    return float(soft_clip_loss(model.projector(emb), yv, temp) + mse_weight * F.mse_loss(emb, yv) / scale)
-
-# %% ../nbs/01_encoders.ipynb #6d62c82c
-def fit_mindeye(model:MindEyeDecoder, x, y, xv, yv, # training betas/embeddings, then the validation pair
-                epochs:int=240, lr:float=3e-4, batch_size:int=300, weight_decay:float=1e-2,
-                mixup_pct:float=1/3, temp:float=0.006, mse_weight:float=1.0, patience:int=20,
-                seed:int=0, device='cpu', progress:bool=True, desc:str='MindEye decoder') -> dict:
-    "Train a MindEye-style decoder (BiMixCo, then SoftCLIP, plus MSE); leaves the best-validation weights in `model`"
-    x, y, xv, yv = (torch.as_tensor(np.asarray(a, np.float32)) for a in (x, y, xv, yv))
-    scale, rng, mix_epochs = float(y.pow(2).mean()), np.random.default_rng(seed), int(mixup_pct * epochs)
-    model.to(device); opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    hist, best, best_state, bad, t0 = dict(train_loss=[], val_loss=[], best_epoch=-1), math.inf, None, 0, time.time()
-    dev = torch.device(device)
-    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == 'cuda' else []):   # dropout: seeded, caller's RNG untouched
-        torch.manual_seed(seed)
-        for epoch in (bar := tqdm(range(epochs), disable=not progress, desc=desc, leave=False)):
-            model.train(); total = 0.0
-            for idx in torch.from_numpy(rng.permutation(len(x))).split(batch_size):
-                loss = _mindeye_loss(model, x[idx].to(device), y[idx].to(device), epoch < mix_epochs, rng, temp, mse_weight, scale)
-                opt.zero_grad(); loss.backward(); opt.step(); total += loss.item() * len(idx)
-            hist['train_loss'].append(total / len(x)); hist['val_loss'].append(v := _mindeye_val(model, xv, yv, temp, mse_weight, scale, device))
-            bar.set_postfix(train=f"{hist['train_loss'][-1]:.3f}", val=f"{v:.3f}")
-            if v < best: best, bad, hist['best_epoch'], best_state = v, 0, epoch, {k: t.detach().clone() for k, t in model.state_dict().items()}
-            elif epoch >= mix_epochs and (bad := bad + 1) >= patience: break
-    model.load_state_dict(best_state); model.eval()
-    return dict(hist, epochs=len(hist['val_loss']), seconds=time.time() - t0)
-
-# %% ../nbs/01_encoders.ipynb #f6d4d5d2
-DECODERS = ('ridge', 'mindeye')
-
-def train_decoder(subject, # a `secondsight.data.Subject`
-                  embeddings, # (n_images, d) image embeddings, row = nsd_id (`image_embeddings`): the targets
-                  kind:str='mindeye', # one of `DECODERS`
-                  seed:int=0, device='cpu', progress:bool=True,
-                  **settings, # `fit_ridge_decoder` (alphas) or `MindEyeDecoder` + `fit_mindeye` settings
-                 ) -> tuple: # (decoder in eval mode, history)
-    "A brain -> image-embedding decoder trained on the subject's single training trials, tuned on its validation trials"
-    if kind not in DECODERS: raise ValueError(f"train_decoder: kind={kind!r}: expected one of {DECODERS}.")
-    yt, xt = _trial_data(subject, embeddings, subject.train_trials)
-    yv, xv = _trial_data(subject, embeddings, subject.val_trials)
-    if kind == 'ridge': return fit_ridge_decoder(xt, yt, xv, yv, device=device, **settings)
-    arch = {k: settings.pop(k) for k in ('hidden', 'n_blocks', 'dropout') if k in settings}
-    model = seeded(lambda: MindEyeDecoder(subject.nvox, yt.shape[1], **arch), seed)
-    return model, fit_mindeye(model, xt, yt, xv, yv, seed=seed, device=device, progress=progress,
-                              desc=f'MindEye decoder {subj_name(subject.subj)}', **settings)

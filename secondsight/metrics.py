@@ -4,10 +4,9 @@
 
 # %% ../nbs/04_metrics.ipynb #6fb45788
 from __future__ import annotations
-import hashlib, json, logging, os, time, warnings, zlib
+import hashlib, json, os, time, warnings
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -19,22 +18,24 @@ from PIL import Image
 from tqdm import tqdm
 
 from .data import ROIS, get_dataset
-from .encoders import OPENAI_MEAN, OPENAI_STD, open_clip_file
-from .gnet import EncoderSet, get_encoders
-from .search import RunFolder
-from .core import (subj_name, atomic_write, as_images, load_image, _rows64, pearson_rows, to_gray,
-    ssim_rows, weights_dir, shown, retrieval_top1)
+from .encoders import OPENAI_MEAN, OPENAI_STD
+from .models import EncoderSet, get_encoders
+from .run import SEEN, Run, read_run
+from .weights import NETS, CLIP_ARCH, RANDOM_WEIGHTS_LABEL, MetricWeightsError, metric_network
+from .core import (subj_name, atomic_write, as_images, rows64, pearson_rows, to_gray,
+    ssim_rows, retrieval_top1)
+_all_ = ['MetricWeightsError', 'SEEN']  # MetricWeightsError: raised by load_metric_net, image_metrics and evaluate_run; defined in 07_weights.
+# SEEN: the ceiling rows' stage name, defined with the run folder (03b_run)
 
 # %% auto #0
-__all__ = ['METRICS', 'LOW_LEVEL', 'TWO_WAY', 'DISTANCE', 'LOWER_IS_BETTER', 'RANDOM_WEIGHTS_LABEL', 'NETS', 'CONVENTIONS',
-           'IMAGENET_NORM', 'CLIP_NORM', 'NET_METRICS', 'METRIC_NET', 'SWAV_URL', 'CLIP_ARCH', 'SEEN', 'PUBLISHED',
-           'PUBLISHED_BRAIN', 'metric_label', 'MetricConvention', 'get_convention', 'scale_nets', 'resize_images',
-           'pixcorr', 'ssim_gray', 'ssim', 'corr_matrix', 'two_way_identification', 'two_way', 'corr_distance',
-           'MetricWeightsError', 'MetricNet', 'load_metric_net', 'metric_weight_files', 'fetch_metric_weights',
-           'image_metrics', 'brain_correlation', 'brain_metrics', 'Run', 'read_run', 'stage_table', 'to_markdown',
-           'caveats', 'published_comparison', 'published_brain_comparison', 'plot_stage_metrics', 'plot_brain_rois',
-           'plot_grid', 'paired_bootstrap', 'compare_stages', 'plot_comparison', 'decoder_retrieval', 'Evaluation',
-           'table_markdown', 'mean_over_subjects', 'evaluate_subject', 'evaluate_run']
+__all__ = ['METRICS', 'LOW_LEVEL', 'TWO_WAY', 'DISTANCE', 'LOWER_IS_BETTER', 'CONVENTIONS', 'IMAGENET_NORM', 'CLIP_NORM',
+           'NET_METRICS', 'METRIC_NET', 'PUBLISHED', 'PUBLISHED_BRAIN', 'metric_label', 'MetricConvention',
+           'get_convention', 'scale_nets', 'resize_images', 'pixcorr', 'ssim_gray', 'ssim', 'corr_matrix',
+           'two_way_identification', 'two_way', 'corr_distance', 'MetricNet', 'load_metric_net', 'image_metrics',
+           'brain_correlation', 'brain_metrics', 'stage_table', 'to_markdown', 'caveats', 'published_comparison',
+           'published_brain_comparison', 'plot_stage_metrics', 'plot_brain_rois', 'plot_grid', 'decoder_retrieval',
+           'Evaluation', 'table_markdown', 'mean_over_subjects', 'evaluate_subject', 'evaluate_run',
+           'MetricWeightsError', 'SEEN']
 
 # %% ../nbs/04_metrics.ipynb #69782e9f
 METRICS = ('PixCorr', 'SSIM', 'AlexNet(2)', 'AlexNet(5)', 'InceptionV3', 'CLIP', 'EffNet-B', 'SwAV')
@@ -42,7 +43,6 @@ LOW_LEVEL = ('PixCorr', 'SSIM')  # computed on pixels
 TWO_WAY = ('AlexNet(2)', 'AlexNet(5)', 'InceptionV3', 'CLIP')  # two-way identification, chance 0.5
 DISTANCE = ('EffNet-B', 'SwAV')  # mean correlation distance
 LOWER_IS_BETTER = frozenset(DISTANCE)
-RANDOM_WEIGHTS_LABEL = 'random weights: not comparable to published numbers'
 
 def metric_label(metric:str # one of METRICS
                 )->str:
@@ -52,7 +52,6 @@ def metric_label(metric:str # one of METRICS
 # %% ../nbs/04_metrics.ipynb #534f7f20
 _RESAMPLE = {'nearest': Image.Resampling.NEAREST, 'bilinear': Image.Resampling.BILINEAR,
              'bicubic': Image.Resampling.BICUBIC, 'lanczos': Image.Resampling.LANCZOS}
-NETS = ('alexnet', 'inception', 'clip', 'effnet', 'swav')  # the five feature networks
 
 # %% ../nbs/04_metrics.ipynb #21bf78e4
 @dataclass(frozen=True)
@@ -250,129 +249,6 @@ CLIP_NORM = (OPENAI_MEAN, OPENAI_STD)  # OpenAI CLIP's mean, std (01_encoders)
 NET_METRICS = {'alexnet': {'features.4': 'AlexNet(2)', 'features.11': 'AlexNet(5)'}, 'inception': {'avgpool': 'InceptionV3'},
                'clip': {'embedding': 'CLIP'}, 'effnet': {'avgpool': 'EffNet-B'}, 'swav': {'avgpool': 'SwAV'}}
 METRIC_NET = {m: k for k, nodes in NET_METRICS.items() for m in nodes.values()}  # metric -> network
-SWAV_URL = 'https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar'
-CLIP_ARCH = 'ViT-L-14'  # OpenAI CLIP ViT-L/14, the published metric
-
-# %% ../nbs/04_metrics.ipynb #c9faae2e
-class MetricWeightsError(RuntimeError):
-    "Pretrained weights of a metric network are missing and could not be downloaded."
-
-_FETCH_HINT = "secondsight-weights --metrics"
-def _one_line(e:Exception)->str: return ' '.join(str(e).split())[:300]
-
-def _weights_help(what:str, name:str, folder:Path, elsewhere:str, why:str)->str:
-    "One line: the file and where it was looked for, how to fill the weights folder, and the random-weights way out."
-    return (f"{what}: the pretrained weights are not available: expected {name} in the weights folder {shown(folder)} "
-            f"(models_dir=, else $SECONDSIGHT_WEIGHTS, else data/weights) or in {elsewhere}, and {why}. Fill the weights "
-            f"folder where there is internet with `{_FETCH_HINT}` and copy it here, or point models_dir= or $SECONDSIGHT_WEIGHTS "
-            f"at a folder that holds {name}. Or pass weights='random' to run without them: the numbers are then labelled '{RANDOM_WEIGHTS_LABEL}'.")
-
-# %% ../nbs/04_metrics.ipynb #7b4eaee5
-def _url_file(url:str)->str: return Path(urlparse(url).path).name  # torch.hub's file name for `url`
-
-def _download(url:str, path:Path, progress:bool=True):
-    "`url` into `path` with torch.hub's downloader (temporary file, then rename; checks a `name-<sha256 prefix>.ext` name)."
-    m = torch.hub.HASH_REGEX.search(path.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.hub.download_url_to_file(url, str(path), m.group(1) if m else None, progress=progress)
-
-def _torch_checkpoint(url:str, what:str, folder:Path, allow_download:bool)->Path:
-    "The checkpoint file of `url`: in the weights folder, else in torch.hub's cache, else downloaded into that cache (if allowed)."
-    name = _url_file(url); hub = Path(torch.hub.get_dir())/'checkpoints'/name
-    for p in (Path(folder)/name, hub):
-        if p.is_file(): return p
-    elsewhere = f"torch.hub's cache {shown(hub.parent)} ($TORCH_HOME; source {url})"
-    if not allow_download: raise MetricWeightsError(_weights_help(what, name, folder, elsewhere, "downloads are off (allow_download=False)"))
-    try: _download(url, hub)
-    except Exception as e: raise MetricWeightsError(_weights_help(what, name, folder, elsewhere, f"the download failed ({type(e).__name__}: {_one_line(e)})")) from e
-    return hub
-
-# %% ../nbs/04_metrics.ipynb #46eebc07
-def _read_state(path:Path, what:str)->dict:
-    "The state dict saved in `path`; a file torch cannot read (e.g. cut short) raises a `MetricWeightsError` naming it."
-    try: return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise MetricWeightsError(f"{what}: {shown(path)} cannot be read as a checkpoint ({type(e).__name__}: {_one_line(e)[:200]}). "
-                                 f"Delete it and fetch it again ({_FETCH_HINT}).") from e
-
-# %% ../nbs/04_metrics.ipynb #5473b190
-def _tv_net(net:str, effnet_weights:str='IMAGENET1K_V2')->tuple:
-    "(torchvision builder, weights, builder arguments those weights imply) of AlexNet, InceptionV3 or EfficientNet-B1."
-    import torchvision.models as tvm
-    return {'alexnet': (tvm.alexnet, tvm.AlexNet_Weights.IMAGENET1K_V1, {}),
-            'inception': (tvm.inception_v3, tvm.Inception_V3_Weights.IMAGENET1K_V1,  # as inception_v3(weights=...) sets them
-                          dict(transform_input=True, aux_logits=True, init_weights=False)),
-            'effnet': (tvm.efficientnet_b1, tvm.EfficientNet_B1_Weights[effnet_weights], {})}[net]
-
-# %% ../nbs/04_metrics.ipynb #1420f070
-def _build_torchvision(net:str, conv:MetricConvention, pretrained:bool, allow_download:bool, folder:Path)->tuple:
-    "(model, description) of a torchvision metric network: torchvision's architecture with our checkpoint file loaded."
-    fn, w, kw = _tv_net(net, conv.effnet_weights)
-    if not pretrained:
-        kw = dict(aux_logits=False, init_weights=True, transform_input=True) if net == 'inception' else {}
-        return fn(weights=None, **kw), f"torchvision {fn.__name__}"
-    what = f"torchvision {fn.__name__} {w.name}"
-    path = _torch_checkpoint(w.url, what, folder, allow_download)
-    model, sd = fn(weights=None, **kw), _read_state(path, what)
-    try: model.load_state_dict(sd)
-    except RuntimeError as e: raise MetricWeightsError(f"{what}: {shown(path)} is not its checkpoint ({_one_line(e)[:200]}). Delete it and fetch {w.url} again.") from e
-    return model, what
-
-# %% ../nbs/04_metrics.ipynb #a45bfc08
-def _build_swav(pretrained:bool, allow_download:bool, folder:Path)->tuple:
-    "(model, description) of SwAV: torchvision's ResNet-50 with the SwAV checkpoint loaded as its `hubconf.py` does."
-    import torchvision.models as tvm
-    model = tvm.resnet50(weights=None)
-    if not pretrained: return model, 'torchvision resnet50 (the SwAV architecture)'
-    path = _torch_checkpoint(SWAV_URL, 'SwAV', folder, allow_download)
-    missing, _ = model.load_state_dict({k.replace('module.', ''): v for k, v in _read_state(path, 'SwAV').items()}, strict=False)
-    if [k for k in missing if not k.startswith('fc.')]:
-        raise MetricWeightsError(f"SwAV: {shown(path)} is not the SwAV ResNet-50 checkpoint (missing {missing[:4]}...). Delete it and download {SWAV_URL} again.")
-    return model, 'SwAV ResNet-50 (swav_800ep_pretrain)'
-
-# %% ../nbs/04_metrics.ipynb #b898a69c
-def _clip_cached(arch:str, tag:str)->bool:
-    "Whether open_clip's Hugging Face cache already holds `arch`/`tag`."
-    import open_clip
-    from huggingface_hub import try_to_load_from_cache
-    cfg = open_clip.get_pretrained_cfg(arch, tag) or {}
-    repo = cfg.get('hf_hub', '').strip('/')
-    return bool(repo) and any(isinstance(try_to_load_from_cache(repo, f), str)
-                              for f in ('open_clip_model.safetensors', 'open_clip_pytorch_model.bin'))
-
-def _clip_name(arch:str, tag:str)->str: return open_clip_file(arch, tag, '.').name   # 01_encoders' rule
-
-def _clip_source(arch:str, pretrained:str, folder:Path)->str|None:
-    "What open_clip loads: the file `pretrained`, else the weights folder's copy, else the tag if cached; None: none of them."
-    if os.path.isfile(pretrained): return pretrained
-    local = Path(folder)/_clip_name(arch, pretrained)
-    if local.is_file(): return str(local)
-    return pretrained if _clip_cached(arch, pretrained) else None
-
-# %% ../nbs/04_metrics.ipynb #2c503e4e
-def _build_clip(arch:str, pretrained:str|None, allow_download:bool, size:int=224, folder:Path|None=None)->tuple:
-    "(visual tower, description) of an open_clip model; `pretrained=None` for random weights (built for `size` px)."
-    import open_clip
-    if pretrained is None:
-        native = open_clip.get_model_config(arch)['vision_cfg']['image_size']
-        log = logging.getLogger(); level = log.level; log.setLevel(logging.ERROR)  # "No pretrained weights loaded": we know
-        try: model = open_clip.create_model(arch, pretrained=None, force_image_size=size)
-        finally: log.setLevel(level)
-        return (model.visual,
-                f"open_clip {arch}" + (f" at {size} px" if size != native else ''))
-    if size != 224: raise ValueError(f"CLIP {arch} ({pretrained}) takes 224-px images, but the convention asks for {size} px; "
-                                     "use an unscaled convention with pretrained weights.")
-    what, name, folder = f"CLIP {arch} ({pretrained})", _clip_name(arch, pretrained), weights_dir(folder)
-    hub = (open_clip.get_pretrained_cfg(arch, pretrained) or {}).get('hf_hub', '?').strip('/')
-    elsewhere, source = f"the Hugging Face cache as {hub} ($HF_HOME)", _clip_source(arch, pretrained, folder)
-    if source is None and not allow_download:
-        raise MetricWeightsError(_weights_help(what, name, folder, elsewhere, "downloads are off (allow_download=False)"))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            model = open_clip.create_model(arch, pretrained=source or pretrained, force_quick_gelu=(pretrained == 'openai' or os.path.isfile(pretrained)))
-    except Exception as e: raise MetricWeightsError(_weights_help(what, name, folder, elsewhere, f"loading {shown(source or pretrained)} failed ({type(e).__name__}: {_one_line(e)})")) from e
-    return model.visual, f"open_clip {arch} {pretrained if not os.path.isfile(pretrained) else Path(pretrained).name}"
 
 # %% ../nbs/04_metrics.ipynb #3f197f0f
 class MetricNet:
@@ -425,62 +301,18 @@ def load_metric_net(net:str, # one of NETS: 'alexnet', 'inception', 'clip', 'eff
     if net not in NETS: raise ValueError(f"Unknown metric network {net!r}: expected one of {NETS}.")
     if weights not in ('pretrained', 'random'):
         raise ValueError(f"weights={weights!r}: expected 'pretrained' (the published weights) or 'random' (labelled '{RANDOM_WEIGHTS_LABEL}').")
-    random = weights == 'random'
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + zlib.crc32(net.encode()))  # fixed random weights per network
-        if net == 'clip':
-            arch = clip_arch or CLIP_ARCH
-            module, desc = _build_clip(arch, None if random else clip_pretrained, allow_download, conv.net_size('clip'), weights_dir(models_dir))
-            if arch != CLIP_ARCH: desc += f" (stand-in for OpenAI {CLIP_ARCH})"
-        else:
-            module, desc = (_build_swav(not random, allow_download, weights_dir(models_dir)) if net == 'swav' else
-                            _build_torchvision(net, conv, not random, allow_download, weights_dir(models_dir)))
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')  # "nodes obtained in eval mode are a subsequence of train mode"
-                module = create_feature_extractor(module.eval(), return_nodes=list(NET_METRICS[net]))
+    random, arch = weights == 'random', clip_arch or CLIP_ARCH
+    module, desc = metric_network(net, not random, seed, conv.effnet_weights, arch, clip_pretrained, conv.net_size('clip'),
+                                  allow_download, models_dir)
+    if net == 'clip' and arch != CLIP_ARCH: desc += f" (stand-in for OpenAI {CLIP_ARCH})"
+    if net != 'clip':
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # "nodes obtained in eval mode are a subsequence of train mode"
+            module = create_feature_extractor(module.eval(), return_nodes=list(NET_METRICS[net]))
     half = net == 'clip' and conv.clip_fp16_on_cuda and torch.device(device).type == 'cuda'
     module = module.eval().requires_grad_(False).to(device, torch.float16 if half else torch.float32)
     label = f"{'/'.join(NET_METRICS[net].values())}: {desc}" + (f", RANDOM weights (seed {seed})" if random else '')
     return MetricNet(net, module, conv, label, random, device, half)
-
-# %% ../nbs/04_metrics.ipynb #714aa7a5
-def metric_weight_files(clip_arch:str=CLIP_ARCH, # open_clip architecture of the CLIP metric
-                        clip_pretrained:str='openai', # its open_clip pretrained tag
-                       )->list: # (file name in the weights folder, source) pairs
-    "Every pretrained file a metric network may load in any convention: torchvision's and SwAV's URLs, CLIP's open_clip tag."
-    import torchvision.models as tvm
-    ws = [_tv_net('alexnet')[1], _tv_net('inception')[1], *tvm.EfficientNet_B1_Weights]  # EffNet V1 (BD, SS) and V2 (MindEye)
-    return ([(_url_file(u), u) for u in [w.url for w in ws] + [SWAV_URL]]
-            + [(_clip_name(clip_arch, clip_pretrained), f'open_clip:{clip_arch}/{clip_pretrained}')])
-
-# %% ../nbs/04_metrics.ipynb #022a5a03
-def _fetch_clip(arch:str, tag:str, path:Path):
-    "open_clip's `arch`/`tag` weights (fetched by open_clip's own rule into its cache), saved at `path` as a torch state dict."
-    import open_clip
-    cfg = open_clip.get_pretrained_cfg(arch, tag)
-    if not cfg: raise ValueError(f"open_clip has no pretrained {arch} weights {tag!r}: expected one of {open_clip.list_pretrained_tags_by_model(arch)}.")
-    sd = open_clip.factory.load_state_dict(open_clip.download_pretrained(cfg))  # .safetensors or torch file -> state dict
-    with atomic_write(path) as tmp: torch.save(sd, tmp)
-
-# %% ../nbs/04_metrics.ipynb #7a7ff179
-def fetch_metric_weights(dest=None, # the weights folder; None: $SECONDSIGHT_WEIGHTS, else data/weights
-                         dry_run:bool=False, # list what is present and missing; fetch nothing
-                         files:list|None=None, # (file name, source) pairs; None: `metric_weight_files()`
-                         progress:bool=True, # download progress bars
-                        )->list: # one dict per file: file, source, present (before this call), bytes
-    "Download the metric networks' pretrained weights into the weights folder (where there is internet); files there are kept."
-    dest, rows = weights_dir(dest), []
-    for name, source in (metric_weight_files() if files is None else files):
-        path = dest/name; present = path.is_file()
-        if not (present or dry_run):
-            try:
-                if source.startswith('open_clip:'): _fetch_clip(*source.removeprefix('open_clip:').split('/', 1), path)
-                else: _download(source, path, progress)
-            except Exception as e:
-                raise OSError(f"fetch_metric_weights: cannot fetch {source} into {shown(path)} ({type(e).__name__}: {_one_line(e)}). "
-                              "Run this where there is internet, or put the file there by hand.") from e
-        rows.append(dict(file=name, source=source, present=present, bytes=path.stat().st_size if path.is_file() else None))
-    return rows
 
 # %% ../nbs/04_metrics.ipynb #436692ed
 def _digest(images)->str:
@@ -554,7 +386,7 @@ def brain_correlation(betas, # measured betas (n, nvox), nsdgeneral order
                       rois:tuple=ROIS, # which ROIs (nsdgeneral = all voxels when absent from roi_masks)
                      )->pd.DataFrame: # (n, len(rois)) Pearson r across each ROI's voxels
     "Per image and ROI: Pearson r across the ROI's voxels between measured and predicted betas."
-    b, p = _rows64(betas), _rows64(beta_primes)
+    b, p = rows64(betas), rows64(beta_primes)
     if b.shape != p.shape: raise ValueError(f"brain_correlation: betas {tuple(b.shape)} and beta_primes {tuple(p.shape)} differ in shape.")
     out = {}
     for roi in rois:
@@ -565,9 +397,6 @@ def brain_correlation(betas, # measured betas (n, nvox), nsdgeneral order
         if m.sum() < 3: raise ValueError(f"brain_correlation: ROI {roi!r} has {int(m.sum())} voxels; need at least 3.")
         out[roi] = pearson_rows(b[:, m], p[:, m])
     return pd.DataFrame(out)
-
-# %% ../nbs/04_metrics.ipynb #e7ca7d0b
-SEEN = 'seen'  # stage name of the ceiling rows (the seen image's own prediction)
 
 # %% ../nbs/04_metrics.ipynb #733b6b84
 def brain_metrics(betas, # measured betas (N, nvox), repetition-averaged, in image order
@@ -590,54 +419,6 @@ def brain_metrics(betas, # measured betas (N, nvox), repetition-averaged, in ima
             rows.append(done[digests[st]].assign(encoder=name, stage=st, image=np.arange(len(x))))
     df = pd.concat(rows, ignore_index=True)
     return df[['encoder', 'stage', 'image', *rois]]
-
-# %% ../nbs/04_metrics.ipynb #a04132ad
-@dataclass
-class Run:
-    "The finished images of one subject's 03_search run folder."
-    out_dir: Path  # the run folder
-    subj: int|None  # subject of the run (from result.json)
-    nsd_ids: list  # finished test images (ascending)
-    stages: list  # stage names in order: random, library, lowlevel, initial, iter_01.., final
-    results: list  # each image's result.json
-    unfinished: list  # image folders without result.json
-
-    def path(self, nsd_id:int, stage:str)->Path:
-        "PNG of one image's stage."
-        return RunFolder(self.out_dir).png(nsd_id, stage)
-
-    def images(self, stage:str, nsd_ids=None)->np.ndarray:
-        "uint8 (n,H,W,3) images of one stage (or 'seen')."
-        ims = [load_image(self.path(i, stage)) for i in (self.nsd_ids if nsd_ids is None else nsd_ids)]
-        shapes = {im.shape for im in ims}
-        if len(shapes) > 1: raise ValueError(f"Run {self.out_dir}: stage {stage!r} images have different sizes {sorted(shapes)}.")
-        return np.stack(ims)
-
-# %% ../nbs/04_metrics.ipynb #28da79ba
-def read_run(out_dir, # a 03_search run folder (holding images/)
-             subj:int|None=None, # expected subject (checked against result.json)
-            )->Run:
-    "Read a run folder's finished images, their stages and results."
-    out_dir = Path(out_dir); rf = RunFolder(out_dir)
-    folders = rf.image_dirs()
-    if not folders:
-        raise FileNotFoundError(f"No image folders under {out_dir / 'images'} (expected images/NNNNN/ from 03_search's run_subject). "
-                                "Run nbs/03_search.ipynb with this out_dir first.")
-    done = [p for p in folders if rf.is_finished(int(p.name))]
-    unfinished = [int(p.name) for p in folders if p not in done]
-    if not done: raise FileNotFoundError(f"None of the {len(folders)} image folders under {out_dir / 'images'} is finished (no result.json yet).")
-    results = [json.loads(rf.result(int(p.name)).read_text()) for p in done]
-    stages = list(results[0]['stages'])
-    for p, r in zip(done, results):
-        if list(r['stages']) != stages:
-            raise ValueError(f"{p / 'result.json'}: stages {r['stages']} differ from {done[0].name}'s {stages}; one run folder must use one schedule.")
-        if subj is not None and int(r.get('subj', subj)) != int(subj):
-            raise ValueError(f"{p / 'result.json'}: subj={r['subj']} but the run is evaluated for subj={subj}.")
-        missing = [s for s in [SEEN, *stages] if not (p / f'{s}.png').is_file()]
-        if missing: raise FileNotFoundError(f"{p}: result.json is there but {missing} PNGs are missing; re-run 03_search for image {p.name}.")
-    if unfinished: warnings.warn(f"[read_run] {out_dir}: {len(unfinished)} image(s) unfinished (no result.json), skipped: {unfinished[:10]}")
-    s0 = results[0].get('subj', subj)
-    return Run(out_dir, None if s0 is None else int(s0), [int(p.name) for p in done], stages, results, unfinished)
 
 # %% ../nbs/04_metrics.ipynb #f4843276
 def stage_table(per_image:pd.DataFrame, # from image_metrics (columns stage, image, metrics...)
@@ -780,63 +561,6 @@ def plot_grid(seen, # uint8 (n,H,W,3) seen images
             if i == 0: ax.set_title(st, fontsize=7)
         if labels is not None: axs[i, 0].set_ylabel(str(labels[i]), fontsize=7)
     fig.suptitle(title, fontsize=8); fig.tight_layout()
-    return fig
-
-# %% ../nbs/04_metrics.ipynb #9c266c4c
-def paired_bootstrap(a, b, # paired values (n,): the same items under two conditions
-                     n_boot:int=10_000, ci:float=0.95, seed:int=0,
-                     groups=None, # (n,) each item's cluster (e.g. its source photograph): resample whole clusters
-                    ) -> tuple: # (mean difference a - b, low, high)
-    "Mean of a - b and its percentile bootstrap confidence interval, resampling the items (or their clusters) with replacement"
-    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    if d.ndim != 1 or len(d) == 0: raise ValueError(f"paired_bootstrap: expected two equal-length 1-d arrays, got {np.shape(a)} and {np.shape(b)}.")
-    if groups is not None and np.shape(groups) != d.shape: raise ValueError(f"paired_bootstrap: groups has shape {np.shape(groups)}, the items {d.shape}.")
-    ok, rng = np.isfinite(d), np.random.default_rng(seed)
-    d = d[ok]
-    if groups is None: means = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
-    else:
-        g = np.unique(np.asarray(groups)[ok], return_inverse=True)[1]
-        s, c = np.bincount(g, d), np.bincount(g)                             # each cluster's sum and size
-        w = rng.multinomial(len(s), np.full(len(s), 1 / len(s)), n_boot)      # how often each cluster is drawn
-        means = (w @ s) / (w @ c)
-    lo, hi = np.percentile(means, [50 * (1 - ci), 50 * (1 + ci)])
-    return float(d.mean()), float(lo), float(hi)
-
-# %% ../nbs/04_metrics.ipynb #d7000ecb
-def compare_stages(per_image:pd.DataFrame, # long table: `stage`, `nsd_id` (and `subj`), one column per metric
-                   pairs:list, # (stage, baseline) pairs, e.g. [('final', 'initial'), ('final', 'library')]
-                   metrics:list, # metric columns, e.g. ['true:nsdgeneral', 'PixCorr', 'SSIM']
-                   n_boot:int=10_000, seed:int=0,
-                   groups:str|None=None, # a column naming each image's cluster (e.g. 'photo'): resample clusters
-                  ) -> pd.DataFrame:
-    "Paired bootstrap 95% CIs of stage differences over the test images (items: (subj, nsd_id)) or their clusters"
-    keys = [k for k in ('subj', 'nsd_id') if k in per_image.columns]
-    rows = []
-    for stage, base in pairs:
-        a, b = (per_image[per_image.stage == s].set_index(keys) for s in (stage, base))
-        common = a.index.intersection(b.index)
-        if len(common) == 0: raise ValueError(f"compare_stages: no image has both stages {stage!r} and {base!r}.")
-        g = None if groups is None else a.loc[common, groups].to_numpy()
-        units = len(common) if g is None else len(set(g))
-        for m in metrics:
-            d, lo, hi = paired_bootstrap(a.loc[common, m], b.loc[common, m], n_boot, seed=seed, groups=g)
-            rows.append(dict(comparison=f'{stage} - {base}', metric=m, diff=d, lo=lo, hi=hi, n=len(common), units=units,
-                             verdict=f'{units} < 10 units: no verdict' if units < 10 else ('better' if lo > 0 else ('worse' if hi < 0 else 'n.s.'))))
-    return pd.DataFrame(rows)
-
-# %% ../nbs/04_metrics.ipynb #82f56af9
-def plot_comparison(table:pd.DataFrame, # `compare_stages` output
-                    title:str='', fname=None):
-    "Forest plot: each comparison's mean difference and 95% CI, one panel per metric"
-    metrics = list(dict.fromkeys(table.metric))
-    fig, axs = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 0.45 * table.comparison.nunique() + 1.2), sharey=True, squeeze=False)
-    for ax, m in zip(axs[0], metrics):
-        t = table[table.metric == m].reset_index(drop=True)
-        ax.errorbar(t['diff'], t.index, xerr=[t['diff'] - t.lo, t.hi - t['diff']], fmt='o', color='k', ms=4, capsize=3)
-        ax.axvline(0, color='grey', lw=0.8, ls='--'); ax.set_title(m, fontsize=9); ax.tick_params(labelsize=8)
-        ax.set_yticks(t.index, t.comparison)
-    axs[0][0].invert_yaxis(); fig.suptitle(title, fontsize=10); fig.tight_layout()
-    if fname is not None: fig.savefig(fname)
     return fig
 
 # %% ../nbs/04_metrics.ipynb #9e1427ef

@@ -4,39 +4,23 @@
 
 # %% ../nbs/03_search.ipynb #b1d95185
 from __future__ import annotations
-import contextlib, json, os, re, shutil, socket, tempfile, time, warnings
-from dataclasses import dataclass, asdict, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Protocol, Sequence, runtime_checkable
-
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fastcore.basics import patch
-from filelock import Timeout
 from tqdm.auto import tqdm
-from .core import (subj_name, atomic_write, file_lock, load_image, read_json, resize, as_images, to_uint8, save_image,
-    derive_seed, sample_seeds, _as_tensor, standardize_rows, mean_query, pearson_matrix, brain_scores, pearson_rows,
-    to_gray, ssim_rows)
+from .core import (load_image, resize, as_images, derive_seed, as_tensor, standardize_rows, mean_query, brain_scores)
 
 # %% auto #0
-__all__ = ['DTYPES', 'SCHEDULERS', 'INTERPOLATIONS', 'READD_RULES', 'LOOP_BODIES', 'LOOPS', 'DEFAULT_LOOP',
-           'LIBRARY_AUTOENCODERS', 'INITS', 'UNCLIP_ID', 'RUN_INDEPENDENT', 'strength_schedule', 'momentum_schedule',
-           'samples_per_branch', 'slerp', 'lerp', 'reference_slerp', 'SearchLoop', 'SearchConfig', 'rank_library',
-           'Generator', 'make_scheduler', 'noise_image_embeddings', 'UnCLIPGenerator', 'unclip_scheduler_config',
-           'tiny_unclip', 'InitialGuess', 'initial_guesses', 'read_reconstructions', 'start_from', 'SearchResult',
-           'roi_scores', 'scoring_masks', 'search', 'RecordingGenerator', 'QualityEncoder', 'RunFolder',
-           'select_images', 'claim_out_dir', 'unclip_generator', 'make_generator', 'denoise_betas',
-           'library_autoencoders', 'stage_scores', 'plot_stages', 'reconstruct_image', 'run_subject']
+__all__ = ['INTERPOLATIONS', 'READD_RULES', 'LOOP_BODIES', 'LOOPS', 'DEFAULT_LOOP', 'strength_schedule', 'momentum_schedule',
+           'samples_per_branch', 'slerp', 'lerp', 'reference_slerp', 'SearchLoop', 'rank_library', 'Generator',
+           'InitialGuess', 'initial_guesses', 'read_reconstructions', 'start_from', 'SearchResult', 'roi_scores',
+           'scoring_masks', 'RunningBest', 'IterationLog', 'search']
 
 # %% ../nbs/03_search.ipynb #24833b71
-from .data import DATASETS, get_dataset, load_subject
-from .gnet import EncoderSet, get_encoders, prepare_subject, get_decoder, get_autoencoders, published_autoencoder_paths
-
-# %% ../nbs/03_search.ipynb #b4db220b
-DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
-SCHEDULERS = ('ddim', 'dpmsolver')
+from .models import EncoderSet, get_decoder
 
 # %% ../nbs/03_search.ipynb #4dcfea53
 def strength_schedule(n_iter:int, start:float=0.92, drop:float=0.30, power:int=3)->list[float]:
@@ -127,156 +111,6 @@ LOOPS = {l.name: l for l in (
                interp='lerp', encoder='gnet', autoencoder=False, average_reps=True))}
 DEFAULT_LOOP = 'ours'   # SearchConfig.loop and search(loop=) default
 
-# %% ../nbs/03_search.ipynb #d8680cd5
-def _fail(field_, value, expected, fix):
-    raise ValueError(f"SearchConfig.{field_}={value!r} is invalid: expected {expected}. {fix}")
-
-@dataclass(frozen=True)
-class SearchConfig:
-    "Everything that defines a reconstruction run (validated on creation; saved as `config.json`)."
-    subj: int = 1                  # NSD subject, 1-8 (the references use 1, 2, 5, 7)
-    dataset: str = 'demo'          # 'demo' (the simulated NSD, built on demand) | 'nsd' (a real NSD mirror)
-    data_root: str|None = None     # NSD root folder (None: the data set's default, data/nsd)
-    sessions: str|None = None      # sessions whose betas are used, e.g. '1-37' (None: the data set's default)
-    out_dir: str|None = None       # results folder (the runner requires it)
-    device: str = 'cpu'            # torch device of the generator and encoders
-    dtype: str = 'float32'         # generator precision: 'float32' | 'float16' | 'bfloat16'
-    loop: str = DEFAULT_LOOP       # the search loop, a LOOPS name: 'ours' | 'master' | 'preprint' | 'boi-v2'
-    readd_quirk: bool = False      # master/boi-v2: re-add the best image as the published code does (a bug, see LOOPS)
-    n_iter: int = 6                # search iterations
-    n_samples: int|None = None     # samples per iteration (None: the loop's, 100; boi-v2: 64)
-    n_branches: int = 4            # seeds kept per iteration (branches of the next one)
-    min_per_branch: int = 10       # lower bound of the samples per branch
-    strength_start: float|None = None  # strength schedule start (None: the loop's, 0.92)
-    strength_drop: float|None = None   # strength schedule drop (None: the loop's, 0.30; boi-v2: 0.40)
-    momentum: float|None = None    # embedding momentum (None: the loop's, 0.2; boi-v2: 0, a fixed embedding)
-    score_rois: str|None = None    # score each sample by the mean r of these ROIs, e.g. 'early_vis,higher_vis' (None: the loop's, all voxels)
-    init_strength: float = 0.9     # strength of the initial guess (low-level image + mean embedding)
-    n_embed: int = 100             # library top-n averaged into the initial embedding
-    n_lowlevel: int = 25           # library top-n (GNet, early_vis) averaged into the low-level latents
-    use_autoencoder: bool = True   # denoise the measured betas with the beta autoencoder (ranking; scoring, if the loop does)
-    library_autoencoder: str = 'hybrid'  # library ranking targets: 'hybrid' (one AE for all models) | 'per-model'
-    init: str = 'library'          # starting point: 'library' (the paper) | 'decoder-ridge' | 'decoder-mindeye' | a reconstructions file/folder
-    images: tuple|None = None      # nsd ids of test images to reconstruct (None: all test images)
-    n_images: int|None = None      # keep only the first n of those (None: all)
-    shard: int = 0                 # this run handles images[shard::n_shards]
-    n_shards: int = 1
-    seed: int = 0                  # base of every derived seed
-    generator: str|None = None     # 'demo' | 'unclip' (None: 'demo' on the demo, 'unclip' on NSD)
-    model_id: str = 'stabilityai/stable-diffusion-2-1-unclip'  # diffusers repo id or local folder
-    scheduler: str = 'ddim'        # unCLIP sampler: 'ddim' (the reference) | 'dpmsolver' (fewer steps)
-    num_inference_steps: int = 50  # unCLIP sampler steps (at strength 1)
-    guidance_scale: float = 10.0   # classifier-free guidance (reference: 10)
-    models_dir: str|None = None    # nsd: folder with the published GNet/CLIP-encoder/autoencoder weights
-    max_batch: int = 32            # unCLIP samples denoised together (GPU memory; results do not depend on it)
-
-    def __post_init__(self):
-        "Check every field, cheapest first; a bad value raises at once, naming the field and the fix."
-        self._check_run(); self._check_loop(); self._check_counts(); self._check_schedule(); self._check_images(); self._check_data(); self._check_init()
-
-    def strengths(self)->list[float]: return self.search_loop().strengths(self.n_iter)
-    def momenta(self)->list[float]: return self.search_loop().momenta(self.n_iter)
-
-# %% ../nbs/03_search.ipynb #e6807357
-@patch
-def search_loop(self:SearchConfig)->SearchLoop:
-    "The run's loop: `LOOPS[loop]` with this configuration's overrides"
-    over = {k: getattr(self, k) for k in ('n_samples', 'strength_start', 'strength_drop', 'momentum', 'score_rois') if getattr(self, k) is not None}
-    if self.readd_quirk: over['readd_best'] = 'if-seed'
-    return replace(LOOPS[self.loop], **over)
-
-# %% ../nbs/03_search.ipynb #610cd9a0
-@patch
-def _check_run(self:SearchConfig):
-    if not isinstance(self.subj, (int, np.integer)) or not 1 <= self.subj <= 8:
-        _fail('subj', self.subj, "one of 1-8 (the references use 1, 2, 5, 7, who completed all 40 sessions)", "Pass one of these.")
-    if self.dtype not in DTYPES: _fail('dtype', self.dtype, f"one of {tuple(DTYPES)}", "Pass one of these.")
-    if str(self.device).startswith('cuda') and not torch.cuda.is_available():
-        _fail('device', self.device, "a device torch can use (torch.cuda.is_available() is False here)",
-              "Use device='cpu' or run on a GPU machine.")
-    if self.scheduler not in SCHEDULERS: _fail('scheduler', self.scheduler, f"one of {SCHEDULERS}", "")
-
-# %% ../nbs/03_search.ipynb #018c31ad
-LIBRARY_AUTOENCODERS = ('hybrid', 'per-model')
-
-@patch
-def _check_loop(self:SearchConfig):
-    if self.loop not in LOOPS: _fail('loop', self.loop, f"one of {tuple(LOOPS)}", "Pass one of these (secondsight.search.LOOPS defines them).")
-    if self.readd_quirk and LOOPS[self.loop].readd_best != 'never':
-        _fail('readd_quirk', self.readd_quirk, f"False with loop={self.loop!r}, which re-adds the best image by its own rule "
-              f"({LOOPS[self.loop].readd_best!r})", "The quirk is the published code's: use it with loop='master' or 'boi-v2'.")
-    if self.score_rois is not None and not re.fullmatch(r'\w+(,\w+)*', str(self.score_rois)):
-        _fail('score_rois', self.score_rois, "ROI names separated by commas, e.g. 'early_vis,higher_vis'", "Pass None to score over all voxels.")
-    if self.library_autoencoder not in LIBRARY_AUTOENCODERS:
-        _fail('library_autoencoder', self.library_autoencoder, f"one of {LIBRARY_AUTOENCODERS}", "Pass one of these.")
-
-# %% ../nbs/03_search.ipynb #ac2a6607
-@patch
-def _check_counts(self:SearchConfig):
-    for k in ('n_iter', 'n_samples', 'n_branches', 'min_per_branch', 'n_embed', 'n_lowlevel', 'n_shards', 'num_inference_steps', 'max_batch'):
-        v = getattr(self, k)
-        if k == 'n_samples' and v is None: continue
-        if not isinstance(v, (int, np.integer)) or v < 1: _fail(k, v, "an integer >= 1", "Pass a positive integer.")
-    n = self.search_loop().n_samples
-    if self.n_branches > n:
-        _fail('n_branches', self.n_branches, f"at most n_samples={n} (each branch is seeded by one "
-              "of the previous iteration's samples)", "Lower n_branches or raise n_samples.")
-
-# %% ../nbs/03_search.ipynb #66188f74
-@patch
-def _check_schedule(self:SearchConfig):
-    lp = self.search_loop()
-    s = lp.strengths(self.n_iter)
-    if not all(0 < x <= 1 for x in s) or not 0 < self.init_strength <= 1:
-        _fail('strength_start', (self.strength_start, self.strength_drop, self.init_strength),
-              f"strengths in (0, 1]; loop {lp.name!r}'s schedule start - drop*((i+1)/n_iter)**{lp.strength_power} gives "
-              f"{[round(x, 3) for x in s]} and init_strength={self.init_strength}", "Use 0 < strength_start - strength_drop and strength_start <= 1.")
-    if not 0 <= lp.momentum <= 1: _fail('momentum', self.momentum, "an interpolation weight in [0, 1]", "")
-
-# %% ../nbs/03_search.ipynb #fc043d54
-@patch
-def _check_images(self:SearchConfig):
-    if not 0 <= self.shard < self.n_shards:
-        _fail('shard', self.shard, f"0 <= shard < n_shards={self.n_shards}", "Shards are numbered from 0.")
-    if self.images is not None:
-        ids = (int(self.images),) if isinstance(self.images, (int, np.integer)) else tuple(int(i) for i in self.images)
-        if not ids or min(ids) < 0: _fail('images', self.images, "a non-empty list of 0-based nsd ids", "")
-        object.__setattr__(self, 'images', ids)
-    if self.n_images is not None and (not isinstance(self.n_images, (int, np.integer)) or self.n_images < 1):
-        _fail('n_images', self.n_images, "None or an integer >= 1", "")
-
-# %% ../nbs/03_search.ipynb #9bb75edd
-@patch
-def _check_data(self:SearchConfig):
-    if self.dataset not in DATASETS: _fail('dataset', self.dataset, ' or '.join(map(repr, DATASETS)), "Pass one of these.")
-    ds = get_dataset(self.dataset)
-    if self.subj not in ds.subjects:
-        _fail('subj', self.subj, f"one of {ds.subjects} on the {ds.name} data set", "Pass one of these (or another data set).")
-    gens = ('unclip', *ds.generators())
-    gen = self.generator or ds.generator
-    if gen not in gens: _fail('generator', gen, f"one of {gens} on the {ds.name} data set", "")
-    object.__setattr__(self, 'generator', gen)
-    if gen == 'unclip' and min(self.strengths() + [self.init_strength]) * self.num_inference_steps < 1:
-        _fail('num_inference_steps', self.num_inference_steps, "enough steps that the lowest strength still "
-              "denoises at least one step", "Raise num_inference_steps.")
-    if ds.root_required:
-        root = Path(self.data_root) if self.data_root else ds.default_root()
-        if not root.is_dir():
-            _fail('data_root', self.data_root, f"an existing folder holding an NSD mirror (there is none at {root})",
-                  "Pass data_root (papermill: -p data_root /path/to/nsd) or put the mirror at data/nsd (or $SECONDSIGHT_DATA/nsd); "
-                  "`secondsight-download` fetches the files.")
-
-# %% ../nbs/03_search.ipynb #4ad0d3bb
-INITS = ('library', 'decoder-ridge', 'decoder-mindeye')   # or the path of another method's reconstructions
-
-@patch
-def _check_init(self:SearchConfig):
-    if self.init in INITS: return
-    p = Path(str(self.init))
-    if not (p.is_dir() or (p.is_file() and p.suffix in ('.npz', '.pt'))):
-        _fail('init', self.init, f"one of {INITS}, or an existing folder of PNG/JPEG images named by nsd id, or a .npz/.pt file "
-              "with 'images' and 'nsd_ids'", "Check the path.")
-
 # %% ../nbs/03_search.ipynb #6e101909
 def _take_rows(p, idx):
     "Rows `idx` (a slice or int array) of an array, memmap or tensor."
@@ -333,248 +167,6 @@ class Generator(Protocol):
     def decode_latents(self, latents) -> torch.Tensor: ... # latents -> images (n,3,H,W) in [0, 1]
     def vary(self, init_images, embeds, strength:float, n:int, seed:int|Sequence[int]=0) -> torch.Tensor: ...  # n variations
 
-# %% ../nbs/03_search.ipynb #c866e475
-def _broadcast(x:torch.Tensor, n:int, what:str)->torch.Tensor:
-    "Expand a leading dimension of 1 to n (or check that it is n)."
-    if x.shape[0] == n: return x
-    if x.shape[0] == 1: return x.expand(n, *x.shape[1:])
-    raise ValueError(f"{what} has {x.shape[0]} rows: expected 1 (shared by all samples) or n={n}")
-
-# %% ../nbs/03_search.ipynb #429fcf42
-def make_scheduler(name:str,   # 'ddim' | 'dpmsolver'
-                   config      # a scheduler config (e.g. the unCLIP repo's `scheduler/scheduler_config.json`)
-                  ):
-    "A sampler for the unCLIP UNet from the model's scheduler config."
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
-    if name == 'ddim': return DDIMScheduler.from_config(config)
-    if name == 'dpmsolver': return DPMSolverMultistepScheduler.from_config(config, algorithm_type='dpmsolver++')
-    raise ValueError(f"scheduler={name!r} is not supported: expected one of {SCHEDULERS}")
-
-# %% ../nbs/03_search.ipynb #8d3db168
-def noise_image_embeddings(embeds, noise_level:int, normalizer, noising_scheduler, generators):
-    "Noise-augment image embeddings and append the noise level's sinusoidal embedding (as the unCLIP pipelines)."
-    # Copied in spirit from diffusers.StableUnCLIPImg2ImgPipeline.noise_image_embeddings, with per-sample generators
-    from diffusers.models.embeddings import get_timestep_embedding
-    from diffusers.utils.torch_utils import randn_tensor
-    noise = randn_tensor(embeds.shape, generator=generators, device=embeds.device, dtype=embeds.dtype)
-    level = torch.full((len(embeds),), noise_level, device=embeds.device, dtype=torch.long)
-    x = normalizer.scale(embeds)
-    x = noising_scheduler.add_noise(x, timesteps=level, noise=noise)
-    x = normalizer.unscale(x)
-    level_emb = get_timestep_embedding(level, embedding_dim=x.shape[-1], flip_sin_to_cos=True, downscale_freq_shift=0)
-    return torch.cat((x, level_emb.to(x.dtype)), 1)
-
-# %% ../nbs/03_search.ipynb #a4d85d23
-UNCLIP_ID = 'stabilityai/stable-diffusion-2-1-unclip'
-
-class UnCLIPGenerator:
-    "img2img with a strength over the components of Stable Diffusion 2.1 unCLIP (stock diffusers)."
-    def __init__(self,
-                 unet, vae, scheduler,                          # denoiser, latent autoencoder, sampler
-                 tokenizer, text_encoder,                       # prompt conditioning
-                 image_normalizer, image_noising_scheduler,     # noise augmentation of the image embedding
-                 image_encoder=None, feature_extractor=None,    # CLIP image encoder + preprocessing for `embed`
-                 embedder=None,                                 # or any object with .embed(images) in the same space
-                 num_inference_steps:int=50,                    # sampler steps at strength 1
-                 guidance_scale:float=10.,                      # classifier-free guidance (1 = off)
-                 prompt:str='', negative_prompt:str='text, caption',
-                 noise_level:int=0,                             # image-embedding noise augmentation (0-999)
-                 eta:float=0.,                                  # DDIM eta (0 = deterministic sampler)
-                 size:int|None=None,                            # output size (default: the UNet's native size)
-                 max_batch:int|None=None,                       # samples denoised together (memory bound)
-                 vae_batch:int=4,                               # images the VAE encodes/decodes together (~1 GB each at 768 px in float32)
-                 device='cpu', dtype=torch.float32):
-        if getattr(unet.config, 'class_embed_type', None) != 'projection':
-            raise ValueError(f"unet.config.class_embed_type={unet.config.class_embed_type!r}: expected 'projection' "
-                             "(an unCLIP UNet conditioned on image embeddings), e.g. stabilityai/stable-diffusion-2-1-unclip")
-        if image_encoder is None and embedder is None: raise ValueError("pass image_encoder (+ feature_extractor) or embedder for `embed`")
-        n_levels = image_noising_scheduler.config.num_train_timesteps
-        if not 0 <= noise_level < n_levels: raise ValueError(f"noise_level={noise_level} must be in 0..{n_levels - 1}")
-        self.device, self.dtype = torch.device(device), dtype
-        def place(m):   # cast only when needed (diffusers warns on casts; from_pretrained already loads `dtype`)
-            if m is None: return None
-            m = m.to(self.device)
-            return (m if next(m.parameters()).dtype == dtype else m.to(dtype)).eval()
-        self.unet, self.vae, self.text_encoder, self.image_encoder = map(place, (unet, vae, text_encoder, image_encoder))
-        self.scheduler, self.tokenizer, self.feature_extractor, self.embedder = scheduler, tokenizer, feature_extractor, embedder
-        self.image_normalizer = image_normalizer.to(self.device, dtype)
-        self.image_noising_scheduler = image_noising_scheduler
-        self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.size = size or unet.config.sample_size * self.vae_scale
-        if self.size % self.vae_scale: raise ValueError(f"size must be divisible by {self.vae_scale} but is {self.size}")
-        self.num_inference_steps, self.guidance_scale, self.eta = num_inference_steps, guidance_scale, eta
-        self.prompt, self.negative_prompt, self.noise_level, self.max_batch = prompt, negative_prompt, noise_level, max_batch
-        self.vae_batch = max(1, min(vae_batch, max_batch or vae_batch))
-        self._text = None
-
-    def __repr__(self):
-        return (f"UnCLIPGenerator(size={self.size}, steps={self.num_inference_steps}, guidance={self.guidance_scale}, "
-                f"scheduler={type(self.scheduler).__name__}, device={self.device}, dtype={self.dtype})")
-
-    @classmethod
-    def from_pretrained(cls, model_id:str=UNCLIP_ID, # hub id or local folder in the diffusers layout
-                         scheduler:str='ddim',        # 'ddim' | 'dpmsolver'
-                         device='cuda', dtype=torch.float16, variant:str|None=None,
-                         embedder=None,               # embed with this (e.g. the encoders' ViT-H embedder) instead of the image encoder
-                         **kwargs):
-        "Load the unCLIP components with `from_pretrained` (kwargs go to `UnCLIPGenerator`)."
-        from diffusers import AutoencoderKL, UNet2DConditionModel, DDIMScheduler, DDPMScheduler
-        from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
-        from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection, CLIPImageProcessor
-        def load(kind, sub, **kw):
-            try: return kind.from_pretrained(model_id, subfolder=sub, **kw)
-            except Exception as e:
-                raise OSError(f"could not load {sub!r} of {model_id!r} ({type(e).__name__}: {e}). Download the model once "
-                              f"with `huggingface-cli download {model_id}` (or `hf download`) on a machine with internet, "
-                              "or pass model_id= a local folder in the diffusers layout.") from e
-        w = dict(torch_dtype=dtype, variant=variant)
-        image = (dict(image_encoder=load(CLIPVisionModelWithProjection, 'image_encoder', **w),
-                      feature_extractor=load(CLIPImageProcessor, 'feature_extractor')) if embedder is None else dict(embedder=embedder))
-        return cls(unet=load(UNet2DConditionModel, 'unet', **w), vae=load(AutoencoderKL, 'vae', **w),
-                   scheduler=make_scheduler(scheduler, load(DDIMScheduler, 'scheduler').config),
-                   tokenizer=load(CLIPTokenizer, 'tokenizer'), text_encoder=load(CLIPTextModel, 'text_encoder', **w),
-                   image_normalizer=load(StableUnCLIPImageNormalizer, 'image_normalizer', **w),
-                   image_noising_scheduler=load(DDPMScheduler, 'image_noising_scheduler'), device=device, dtype=dtype,
-                   **image, **kwargs)
-
-    @torch.no_grad()
-    def embed(self, images)->torch.Tensor:
-        "CLIP image embeddings (n, d) (unnormalized `image_embeds`, as Second Sight's `c_73k`)."
-        x = as_images(images)
-        if self.embedder is not None: return _as_tensor(self.embedder.embed(x)).cpu()
-        pix = self.feature_extractor(images=list(x.permute(0, 2, 3, 1).numpy()), do_rescale=False, return_tensors='pt').pixel_values
-        return self.image_encoder(pix.to(self.device, self.dtype)).image_embeds.float().cpu()
-
-    @torch.no_grad()
-    def encode_latents(self, images)->torch.Tensor:
-        "Scaled VAE latents (n, 4, size/8, size/8) of images (posterior mean), float32 on the CPU."
-        x = resize(as_images(images), self.size)
-        out = [self.vae.encode((c * 2 - 1).to(self.device, self.dtype)).latent_dist.mode() * self.vae.config.scaling_factor
-               for c in x.split(self.vae_batch)]
-        return torch.cat(out).float().cpu()
-
-    @torch.no_grad()
-    def decode_latents(self, latents)->torch.Tensor:
-        "Images (n,3,size,size) in [0, 1] (float32, CPU) from scaled VAE latents."
-        out = [self.vae.decode((z / self.vae.config.scaling_factor).to(self.device, self.dtype)).sample
-               for z in _as_tensor(latents).split(self.vae_batch)]
-        return ((torch.cat(out).float().cpu() + 1) / 2).clamp(0, 1)
-
-    @torch.no_grad()
-    def _prompt_embeds(self):
-        "Text-encoder states of (negative prompt, prompt), computed once: (2, tokens, dim)."
-        if self._text is None:
-            ids = self.tokenizer([self.negative_prompt, self.prompt], padding='max_length', truncation=True,
-                                 max_length=self.tokenizer.model_max_length, return_tensors='pt').input_ids
-            self._text = self.text_encoder(ids.to(self.device))[0]
-        return self._text
-
-    @torch.no_grad()
-    def _vary_batch(self, init_latents, embeds, strength:float, seeds:list[int])->torch.Tensor:
-        "Denoise one batch: init latents (b,4,h,w) or None, embeds (b,d); returns final latents."
-        from diffusers.utils.torch_utils import randn_tensor
-        b, dev, dt, sch = len(seeds), self.device, self.dtype, self.scheduler
-        gens = [torch.Generator('cpu').manual_seed(s) for s in seeds]        # per-sample noise, drawn on the CPU
-        cfg = self.guidance_scale > 1
-        # 3. Conditioning: prompt states and the noise-augmented image embedding (unconditional = zeros, as diffusers)
-        neg, pos = self._prompt_embeds().chunk(2)
-        text = torch.cat([neg.expand(b, -1, -1), pos.expand(b, -1, -1)]) if cfg else pos.expand(b, -1, -1)
-        img = noise_image_embeddings(embeds.to(dev, dt), self.noise_level, self.image_normalizer, self.image_noising_scheduler, gens)
-        img = torch.cat([torch.zeros_like(img), img]) if cfg else img
-        # 4. Timesteps: the last int(steps*strength) ones (diffusers' img2img `get_timesteps`)
-        sch.set_timesteps(self.num_inference_steps, device=dev)
-        t_start = max(self.num_inference_steps - min(int(self.num_inference_steps * strength), self.num_inference_steps), 0)
-        timesteps = sch.timesteps[t_start * sch.order:]
-        if hasattr(sch, 'set_begin_index'): sch.set_begin_index(t_start * sch.order)
-        # 5. Initial latents: the init image noised to the first timestep, or pure noise at strength 1
-        f = self.vae_scale
-        noise = randn_tensor((b, self.unet.config.in_channels, self.size // f, self.size // f), generator=gens, device=dev, dtype=dt)
-        if strength >= 1 or init_latents is None: latents = noise * sch.init_noise_sigma
-        else: latents = sch.add_noise(init_latents.to(dev, dt), noise, timesteps[:1].repeat(b))
-        extra = {'eta': self.eta} if 'eta' in sch.step.__code__.co_varnames else {}
-        # 6. Denoising loop with classifier-free guidance
-        for t in timesteps:
-            x = sch.scale_model_input(torch.cat([latents] * 2) if cfg else latents, t)
-            pred = self.unet(x, t, encoder_hidden_states=text, class_labels=img, return_dict=False)[0]
-            if cfg:
-                uncond, cond = pred.chunk(2)
-                pred = uncond + self.guidance_scale * (cond - uncond)
-            latents = sch.step(pred, t, latents, **extra, return_dict=False)[0]
-        return latents
-
-    @torch.no_grad()
-    def vary(self,
-             init_images,                 # (1|n,3,H,W) init image(s) in [0, 1] (None only with strength 1)
-             embeds,                      # (1|n, d) image embeddings
-             strength:float,              # img2img strength in (0, 1]; 1 = ignore the init image
-             n:int,                       # number of samples
-             seed:int|Sequence[int]=0,    # base seed or one seed per sample
-             return_latents:bool=False    # return the final latents instead of decoded images
-             )->torch.Tensor:
-        "n img2img variations (n,3,size,size) in [0, 1] of the init image(s), conditioned on the embeddings."
-        # 1. Check inputs
-        if not 0 < strength <= 1: raise ValueError(f"strength must be in (0, 1] (1 = ignore the init image); got {strength}")
-        if int(self.num_inference_steps * strength) < 1:
-            raise ValueError(f"strength={strength} with num_inference_steps={self.num_inference_steps} leaves no denoising step: "
-                             f"use strength >= {1 / self.num_inference_steps:.3f} or more steps")
-        if init_images is None and strength < 1: raise ValueError("init_images=None needs strength=1")
-        d = self.unet.config.projection_class_embeddings_input_dim // 2
-        embeds = _as_tensor(embeds).reshape(-1, d) if _as_tensor(embeds).numel() % d == 0 else None
-        if embeds is None: raise ValueError(f"embeds must have {d} values per row (the UNet's image-embedding size)")
-        embeds, seeds = _broadcast(embeds, n, 'embeds'), sample_seeds(seed, n)
-        # 2. Encode the init image(s) once
-        init = None if strength >= 1 else _broadcast(self.encode_latents(init_images), n, 'init_images')
-        out, step = [], self.max_batch or n
-        for s in range(0, n, step):
-            try: lat = self._vary_batch(None if init is None else init[s:s + step], embeds[s:s + step], strength, seeds[s:s + step])
-            except torch.cuda.OutOfMemoryError:
-                raise torch.cuda.OutOfMemoryError(
-                    f"UnCLIPGenerator: out of GPU memory denoising {len(seeds[s:s + step])} samples at {self.size} px on {self.device}: "
-                    f"use max_batch={max(1, len(seeds[s:s + step]) // 2)} (papermill -p max_batch; the samples do not change)") from None
-            out.append(lat.float().cpu() if return_latents else self.decode_latents(lat))   # 7. Decode
-        return torch.cat(out)
-
-# %% ../nbs/03_search.ipynb #f6af9b0c
-def _tiny_tokenizer(max_length:int=16):
-    "A CLIP BPE tokenizer over single letters (no download), for tests and benchmarks."
-    from transformers import CLIPTokenizer
-    vocab = {'<|startoftext|>': 0, '<|endoftext|>': 1}
-    for c in "abcdefghijklmnopqrstuvwxyz,.!?'": vocab[c], vocab[c + '</w>'] = len(vocab), len(vocab) + 1
-    with tempfile.TemporaryDirectory() as d:
-        (Path(d) / 'vocab.json').write_text(json.dumps(vocab)); (Path(d) / 'merges.txt').write_text('#version: 0.2\n')
-        return CLIPTokenizer(str(Path(d) / 'vocab.json'), str(Path(d) / 'merges.txt'), model_max_length=max_length)
-
-# %% ../nbs/03_search.ipynb #10417bca
-def unclip_scheduler_config()->dict:
-    "The sampler config of stabilityai/stable-diffusion-2-1-unclip (`scheduler/scheduler_config.json`)."
-    return dict(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', clip_sample=False,
-                num_train_timesteps=1000, prediction_type='v_prediction', set_alpha_to_one=False,
-                steps_offset=1, timestep_spacing='leading', trained_betas=None)
-
-# %% ../nbs/03_search.ipynb #07d9a799
-def tiny_unclip(size:int=32, embed_dim:int=32, seed:int=0, scheduler:str='ddim', **kwargs)->UnCLIPGenerator:
-    "An `UnCLIPGenerator` on tiny random-weight components (unCLIP architecture, small configs; no download)."
-    from diffusers import AutoencoderKL, UNet2DConditionModel, DDPMScheduler
-    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection, CLIPImageProcessor
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(sample_size=size // 2, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
-        up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'), cross_attention_dim=32, attention_head_dim=(2, 4),
-        use_linear_projection=True, upcast_attention=True, class_embed_type='projection',
-        projection_class_embeddings_input_dim=2 * embed_dim)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(32, 64), layers_per_block=1, latent_channels=4,
-        down_block_types=('DownEncoderBlock2D',) * 2, up_block_types=('UpDecoderBlock2D',) * 2, sample_size=size)
-    tok = _tiny_tokenizer()
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=16, projection_dim=32, bos_token_id=0, eos_token_id=1, pad_token_id=1))
-    vision = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-        num_attention_heads=4, image_size=size, patch_size=4, projection_dim=embed_dim))
-    fe = CLIPImageProcessor(size={'shortest_edge': size}, crop_size={'height': size, 'width': size})
-    return UnCLIPGenerator(unet, vae, make_scheduler(scheduler, unclip_scheduler_config()), tok, text,
-        StableUnCLIPImageNormalizer(embedding_dim=embed_dim), DDPMScheduler(beta_schedule='squaredcos_cap_v2'),
-        image_encoder=vision, feature_extractor=fe, **kwargs)
-
 # %% ../nbs/03_search.ipynb #130c5f4b
 @dataclass
 class InitialGuess:
@@ -604,7 +196,7 @@ def initial_guesses(queries,               # (q, reps, nvox) measured (or denois
     out = []
     for q in tqdm(range(len(i_h)), desc='initial guesses', disable=not progress, leave=False):
         ids, low_ids = lib[i_h[q].numpy()], lib[i_l[q].numpy()]
-        emb = _as_tensor(np.asarray(embeds[np.sort(ids)])).mean(0)
+        emb = as_tensor(np.asarray(embeds[np.sort(ids)])).mean(0)
         lat = lowlevel_model.encode_latents(images(np.sort(low_ids)))
         out.append(InitialGuess(ids, s_h[q].numpy(), low_ids, emb, lowlevel_model.decode_latents(lat.mean(0, keepdim=True))))
     return out
@@ -651,7 +243,7 @@ def start_from(init:str, # `SearchConfig.init`
     recs = read_reconstructions(init, nsd_ids, subject.test_nsd_ids)
     size = tuple(guesses[0].lowlevel.shape[-2:])
     imgs = torch.cat([resize(recs[int(i)], size) for i in nsd_ids])
-    embs = _as_tensor(generator.embed(imgs))                                   # one batched call
+    embs = as_tensor(generator.embed(imgs))                                   # one batched call
     return [replace(g, lowlevel=imgs[k:k + 1], embed=embs[k]) for k, g in enumerate(guesses)]
 
 # %% ../nbs/03_search.ipynb #220cfc7f
@@ -701,16 +293,39 @@ def _readd(rule:str, best_id, seed_ids)->bool:
     if best_id is None or rule == 'never': return False
     return (best_id in seed_ids) == (rule == 'if-seed')
 
-def _log(r:dict, image, score:float, scores, means, k:int, seeds:list):
-    "Append one iteration's records to `r`."
-    for key, v in dict(iter_images=image, iter_scores=score, iter_mean_scores=float(scores.mean()), branch_means=means.tolist(),
-                       n_per_branch=k, n_branches=len(seeds), seeds=seeds).items(): r.setdefault(key, []).append(v)
+
+
+# %% ../nbs/03_search.ipynb #155c4251
+@dataclass
+class RunningBest:
+    "The search's running best sample; master's loop also keeps the batch it came from and the embedding it moves towards"
+    image: torch.Tensor                      # (1,3,H,W) the sample (the init image before any was drawn)
+    toward: torch.Tensor|None = None         # (d,) where the running embedding moves (master)
+    mean: float = -1.                        # its batch's mean score (master; -1 to start, as the reference)
+    id: tuple|None = None                    # (iteration, index) of the sample; None: nothing drawn beat the start
+    score: float|None = None                 # its score
+    iter: int|None = None                    # the iteration (0-based) it was drawn in
+    samples: torch.Tensor|None = None        # (k,3,H,W) its batch (master)
+    sample_scores: torch.Tensor|None = None  # (k,) their scores
+
+@dataclass
+class IterationLog:
+    "Each iteration's records, as `SearchResult` keeps them"
+    iter_images: list = field(default_factory=list); iter_scores: list = field(default_factory=list)
+    iter_mean_scores: list = field(default_factory=list); branch_means: list = field(default_factory=list)
+    n_per_branch: list = field(default_factory=list); n_branches: list = field(default_factory=list); seeds: list = field(default_factory=list)
+    def add(self, image, score:float, scores, means, k:int, seeds:list):
+        "Append one iteration: its image and score, the samples' and branches' mean scores, samples per branch, the seeds"
+        for name, v in zip(self.fields(), (image, score, float(scores.mean()), means.tolist(), k, len(seeds), seeds)): getattr(self, name).append(v)
+    @classmethod
+    def fields(cls)->list[str]: return [f.name for f in fields(cls)]
+    def records(self)->dict: return {k: getattr(self, k) for k in self.fields()}
 
 # %% ../nbs/03_search.ipynb #5bace416
 def _search_master(loop, betas, init_image, c, encoder, generator, *, n_iter, n_samples, n_branches, strengths, momenta,
                    min_per_branch, mask, seed, progress)->SearchResult:
     "Master's loop: iteration 0 is one batch; the result is the best sample of the batch with the best mean score."
-    mix, best, r = INTERPOLATIONS[loop.interp], dict(mean=-1., id=None, image=init_image, toward=c), {}
+    mix, best, log = INTERPOLATIONS[loop.interp], RunningBest(init_image, toward=c), IterationLog()
     imgs = scores = None                                        # the previous iteration's samples
     for it in tqdm(range(n_iter), desc=f'search ({loop.name})', disable=not progress, leave=False):
         s, m = strengths[it], momenta[it]
@@ -718,56 +333,55 @@ def _search_master(loop, betas, init_image, c, encoder, generator, *, n_iter, n_
         if it == 0: seed_imgs, towards, k = [init_image], [c], n_samples
         else:
             k, top = samples_per_branch(n_samples, n_branches, s, min_per_branch), scores.topk(n_branches).indices
-            seed_imgs, towards = [imgs[j:j + 1] for j in top], [mix(c, e, m) for e in _as_tensor(generator.embed(imgs[top]))]
-            if _readd(loop.readd_best, best['id'], [(it - 1, int(j)) for j in top]):
-                seed_imgs.append(best['image']); towards.append(c)
+            seed_imgs, towards = [imgs[j:j + 1] for j in top], [mix(c, e, m) for e in as_tensor(generator.embed(imgs[top]))]
+            if _readd(loop.readd_best, best.id, [(it - 1, int(j)) for j in top]):
+                seed_imgs.append(best.image); towards.append(c)
         branches, seeds = [(im, mix(c, t, m)) for im, t in zip(seed_imgs, towards)], [derive_seed(seed, it, b) for b in range(len(seed_imgs))]
         # 2. Generate (one call per branch) and score (one encoder call)
         imgs, scores = _draw(generator, encoder, betas, mask, branches, s, k, seeds)
         # 3. The running best: the batch with the highest mean score so far, and its best sample
         means = scores.view(len(branches), k).mean(1)
         for b, mb in enumerate(means.tolist()):
-            if mb > best['mean']:
+            if mb > best.mean:
                 j, sl = b * k + int(scores[b * k:(b + 1) * k].argmax()), slice(b * k, (b + 1) * k)
-                best = dict(mean=mb, id=(it, j), image=imgs[j:j + 1], score=float(scores[j]), iter=it, toward=towards[b],
-                            samples=imgs[sl], sample_scores=scores[sl])
-        if it == 0 and best['id'] is not None: best['toward'] = _as_tensor(generator.embed(best['image']))[0]   # its own embedding
+                best = RunningBest(imgs[j:j + 1], towards[b], mb, (it, j), float(scores[j]), it, imgs[sl], scores[sl])
+        if it == 0 and best.id is not None: best.toward = as_tensor(generator.embed(best.image))[0]   # its own embedding
         # 4. The running embedding moves every iteration, towards the best batch's embedding
-        c = mix(c, best['toward'], m)
-        _log(r, best['image'], best['score'], scores, means, k, seeds)
-    if best['id'] is None: raise ValueError("no batch had a mean score above -1 (NaN scores?): check the encoder's predictions and the target betas")
-    return SearchResult(loop.name, best['image'], best['score'], best['iter'], samples=best['samples'], sample_scores=best['sample_scores'],
-                        samples_iter=best['iter'], samples_mean=best['mean'], embed=c, strengths=strengths, momenta=momenta, **r)
+        c = mix(c, best.toward, m)
+        log.add(best.image, best.score, scores, means, k, seeds)
+    if best.id is None: raise ValueError("no batch had a mean score above -1 (NaN scores?): check the encoder's predictions and the target betas")
+    return SearchResult(loop.name, best.image, best.score, best.iter, samples=best.samples, sample_scores=best.sample_scores,
+                        samples_iter=best.iter, samples_mean=best.mean, embed=c, strengths=strengths, momenta=momenta, **log.records())
 
 # %% ../nbs/03_search.ipynb #531c8dff
 def _search_preprint(loop, betas, init_image, c, encoder, generator, *, n_iter, n_samples, n_branches, strengths, momenta,
                      min_per_branch, mask, seed, progress)->SearchResult:
     "The preprint's loop: branches from iteration 0; the result is the best single sample."
-    mix, r, best = INTERPOLATIONS[loop.interp], {}, None
+    mix, log, best = INTERPOLATIONS[loop.interp], IterationLog(), None
     seed_imgs, seed_embs, seed_ids = [init_image] * n_branches, [c] * n_branches, [('init', b) for b in range(n_branches)]
     for it in tqdm(range(n_iter), desc=f'search ({loop.name})', disable=not progress, leave=False):
         s, m = strengths[it], momenta[it]
         k = samples_per_branch(n_samples, n_branches, s, min_per_branch)
         # 1. Branches: the seeds, each embedding moved m towards its seed's, plus the best image by the loop's rule
         branches = [(seed_imgs[b], mix(c, seed_embs[b], m)) for b in range(n_branches)]
-        if _readd(loop.readd_best, best and best['id'], seed_ids): branches.append((best['image'], c))
+        if _readd(loop.readd_best, best and best.id, seed_ids): branches.append((best.image, c))
         seeds = [derive_seed(seed, it, b) for b in range(len(branches))]
         # 2. Generate (one call per branch) and score (one encoder call)
         imgs, scores = _draw(generator, encoder, betas, mask, branches, s, k, seeds)
         # 3. Next seeds: the top n_branches samples of the iteration
         top = scores.topk(n_branches).indices
         seed_imgs, seed_ids = [imgs[j:j + 1] for j in top], [(it, int(j)) for j in top]
-        seed_embs = list(_as_tensor(generator.embed(imgs[top])))
+        seed_embs = list(as_tensor(generator.embed(imgs[top])))
         # 4. The iteration's best: best sample of the branch with the highest mean score; the embedding moves if it improves
         means = scores.view(len(branches), k).mean(1)
         bb = int(means.argmax())
         j = bb * k + int(scores[bb * k:(bb + 1) * k].argmax())
-        _log(r, imgs[j:j + 1], float(scores[j]), scores, means, k, seeds)
-        if best is None or float(scores[j]) > best['score']:
-            best = dict(image=imgs[j:j + 1], score=float(scores[j]), iter=it, id=(it, j))
+        log.add(imgs[j:j + 1], float(scores[j]), scores, means, k, seeds)
+        if best is None or float(scores[j]) > best.score:
+            best = RunningBest(imgs[j:j + 1], id=(it, j), score=float(scores[j]), iter=it)
             c = mix(c, branches[bb][1], m)
-    return SearchResult(loop.name, best['image'], best['score'], best['iter'], samples=imgs, sample_scores=scores,
-                        samples_iter=n_iter - 1, samples_mean=float(scores.mean()), embed=c, strengths=strengths, momenta=momenta, **r)
+    return SearchResult(loop.name, best.image, best.score, best.iter, samples=imgs, sample_scores=scores,
+                        samples_iter=n_iter - 1, samples_mean=float(scores.mean()), embed=c, strengths=strengths, momenta=momenta, **log.records())
 
 # %% ../nbs/03_search.ipynb #6dcc9fbc
 def _as_loop(loop)->SearchLoop:
@@ -799,294 +413,10 @@ def search(betas,                       # (reps, nvox) or (nvox,) target betas; 
     if len(strengths) != n_iter or len(momenta) != n_iter:
         raise ValueError(f"got {len(strengths)} strengths and {len(momenta)} momenta for n_iter={n_iter}: pass one per iteration")
     if not 1 <= n_branches <= n_samples: raise ValueError(f"n_branches={n_branches} must be in 1..n_samples={n_samples}")
-    betas = _as_tensor(betas)
+    betas = as_tensor(betas)
     betas = betas[None] if betas.ndim == 1 else betas
     if loop.average_reps: betas = betas[betas.ne(0).any(-1)].mean(0, keepdim=True)     # one target: the repetitions' mean
     # 2. The loop's body
     body = dict(master=_search_master, preprint=_search_preprint)[loop.body]
-    return body(loop, betas, init_image, _as_tensor(init_embed).reshape(-1), encoder, generator, n_iter=n_iter, n_samples=n_samples,
+    return body(loop, betas, init_image, as_tensor(init_embed).reshape(-1), encoder, generator, n_iter=n_iter, n_samples=n_samples,
                 n_branches=n_branches, strengths=strengths, momenta=momenta, min_per_branch=min_per_branch, mask=mask, seed=seed, progress=progress)
-
-# %% ../nbs/03_search.ipynb #695bd5cc
-class RecordingGenerator:
-    "A test double of the image model: records each `vary` call; an image's channels 0 and 1 hold its id and quality."
-    def __init__(self, d:int=16, size:int=4, norm:float=20., step:float=0.1, offsets:dict|None=None):
-        self.d, self.size, self.norm, self.step, self.offsets = d, size, norm, step, offsets or {}   # offsets: call -> quality shift
-        self.calls, self.n_made = [], 0
-    def image(self, id_:int, quality:float)->torch.Tensor:
-        "One image (1,3,size,size) with this id and quality"
-        x = torch.zeros(1, 3, self.size, self.size); x[:, 0], x[:, 1] = float(id_), float(quality); return x
-    def ids(self, images)->list[int]: return [int(v) for v in _as_tensor(images)[:, 0, 0, 0]]
-    def qualities(self, images)->torch.Tensor: return _as_tensor(images)[:, 1, 0, 0]
-    def embed(self, images)->torch.Tensor:
-        "A fixed random embedding per id, of norm `norm`, around a shared direction (cosines ~0.7, as CLIP's)"
-        g = lambda i: torch.randn(self.d, generator=torch.Generator().manual_seed(i))
-        return self.norm * F.normalize(torch.stack([g(-10**6) + 0.6 * g(10**6 + i) for i in self.ids(images)]), dim=1)
-    def encode_latents(self, images): return _as_tensor(images).clone()
-    def decode_latents(self, latents): return _as_tensor(latents).clone()
-
-# %% ../nbs/03_search.ipynb #4f175fe4
-@patch
-def vary(self:RecordingGenerator, init_images, embeds, strength:float, n:int, seed:int|Sequence[int]=0)->torch.Tensor:
-    "n new images: fresh ids, quality = the init image's + a seeded step (clamped to (-0.99, 0.99)); the call is recorded"
-    init = _as_tensor(init_images)
-    steps = torch.tensor([float(torch.rand(1, generator=torch.Generator().manual_seed(s))) - 0.5 for s in sample_seeds(seed, n)])
-    q = (self.qualities(_broadcast(init, n, 'init_images')) + self.step * steps + self.offsets.get(len(self.calls), 0.)).clamp(-0.99, 0.99)
-    out = torch.cat([self.image(self.n_made + i, q[i]) for i in range(n)])
-    self.calls.append(dict(strength=strength, n=n, embed=_as_tensor(embeds).clone(), init_ids=self.ids(init), ids=self.ids(out),
-                           q=q.tolist(), seed=seed))
-    self.n_made += n
-    return out
-
-class QualityEncoder:
-    "A test double of the brain encoder: predicted betas whose Pearson r with `target` (nvox,) is the image's quality"
-    def __init__(self, target, seed:int=0):
-        t = standardize_rows(_as_tensor(target).reshape(1, -1))[0]
-        u = standardize_rows(torch.randn(1, len(t), generator=torch.Generator().manual_seed(derive_seed('noise', seed))))[0]
-        u = u - (u @ t) * t                                            # orthogonal to the target, still mean 0
-        self.t, self.u = t, u / u.norm()
-    def predict(self, images, **kw)->torch.Tensor:
-        q = _as_tensor(images)[:, 1, 0, 0].clamp(-1, 1)[:, None]
-        return q * self.t + (1 - q ** 2).sqrt() * self.u
-
-# %% ../nbs/03_search.ipynb #3546f327
-class RunFolder:
-    "The layout of a run folder: written by `run_subject`, read by `secondsight.metrics.read_run`"
-    def __init__(self, root): self.root = Path(root)
-    def __repr__(self): return f"RunFolder({self.root})"
-    @property
-    def config(self)->Path: return self.root / 'config.json'
-    def image_dir(self, nsd_id:int, staging:bool=False)->Path:
-        "An image's folder under images/; `staging`: this process's folder for it under .staging/ while it is being written"
-        if staging: return self.root / '.staging' / f'{int(nsd_id):05d}-{socket.gethostname()}-{os.getpid()}'
-        return self.root / 'images' / f'{int(nsd_id):05d}'
-    def claim(self, nsd_id:int, timeout:float=0):
-        "The right to write image `nsd_id` (a `file_lock` in .claims/, released when its holder ends, even killed); `filelock.Timeout` when another process holds it"
-        return file_lock(self.root / '.claims' / f'{int(nsd_id):05d}.lock', timeout=timeout)
-    def png(self, nsd_id:int, stage:str, staging:bool=False)->Path: return self.image_dir(nsd_id, staging) / f'{stage}.png'
-    def result(self, nsd_id:int, staging:bool=False)->Path: return self.image_dir(nsd_id, staging) / 'result.json'
-    def is_finished(self, nsd_id:int)->bool:
-        "Whether the image's result.json is there and readable; a damaged one counts as unfinished, with a warning"
-        p = self.result(nsd_id)
-        if not p.is_file(): return False
-        if read_json(p) is None:
-            warnings.warn(f"{p} is damaged (not valid JSON): image {int(nsd_id)} will be reconstructed again."); return False
-        return True
-    def read_result(self, nsd_id:int)->dict:
-        "The image's result; a missing or damaged result.json is an error naming the file and the fix"
-        p = self.result(nsd_id)
-        try: return json.loads(p.read_text())
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{p} is missing or damaged ({type(e).__name__}: {e}): run the search on this folder again (it redoes the image).") from None
-    def image_dirs(self)->list[Path]:
-        "Every image folder (finished or not), by nsd id"
-        return sorted(p for p in (self.root / 'images').glob('[0-9]' * 5) if p.is_dir())
-
-# %% ../nbs/03_search.ipynb #aa2512cf
-def select_images(cfg:SearchConfig, test_ids)->list[int]:
-    "The nsd ids this run handles: `cfg.images` (or all test ids), the first `cfg.n_images`, then shard k of N."
-    test_ids = [int(i) for i in test_ids]
-    ids = list(cfg.images) if cfg.images is not None else test_ids
-    bad = sorted(set(ids) - set(test_ids))
-    if bad: raise ValueError(f"SearchConfig.images contains {bad[:10]}{' ...' if len(bad) > 10 else ''}, which are not test "
-                             f"images of {subj_name(cfg.subj)} ({cfg.dataset}): pass nsd ids from subject.test_nsd_ids "
-                             f"({len(test_ids)} images, e.g. {test_ids[:5]}).")
-    if cfg.n_images is not None: ids = ids[:cfg.n_images]
-    return ids[cfg.shard::cfg.n_shards]
-
-# %% ../nbs/03_search.ipynb #f09a778f
-RUN_INDEPENDENT = ('images', 'n_images', 'shard', 'n_shards', 'device', 'out_dir', 'data_root', 'models_dir', 'max_batch')
-
-def _config_diff(old:dict, new:dict)->list[str]:
-    "'field: old -> new' for each run-defining field that differs (a dict field: per key)"
-    out = []
-    for k, v in new.items():
-        a = old.get(k)
-        if k in RUN_INDEPENDENT or a == v: continue
-        if isinstance(a, dict) and isinstance(v, dict): out += [f"{k}.{j}: {a.get(j)!r} -> {w!r}" for j, w in v.items() if a.get(j) != w]
-        else: out.append(f"{k}: {a!r} -> {v!r}" if not isinstance(v, dict) else f"{k}: {a!r} -> {{...}}")
-    return out
-
-def claim_out_dir(cfg:SearchConfig)->Path:
-    "Create `cfg.out_dir` with config.json, or check that an existing one holds the same configuration."
-    if cfg.out_dir is None: raise ValueError("SearchConfig.out_dir is None: the runner needs a folder for the results (papermill: -p out_dir PATH)")
-    out = Path(cfg.out_dir); out.mkdir(parents=True, exist_ok=True)
-    p, new = RunFolder(out).config, json.loads(json.dumps(asdict(cfg) | dict(search_loop=asdict(cfg.search_loop()))))
-    with file_lock(p):
-        if p.exists():
-            diff = _config_diff(json.loads(p.read_text()), new)
-            if diff: raise ValueError(f"{out} holds results of another configuration ({', '.join(diff)}): "
-                                      "use another out_dir, or delete the folder to start over.")
-        else:
-            with atomic_write(p, 'w') as f: json.dump(new, f, indent=1)
-    return out
-
-# %% ../nbs/03_search.ipynb #b7d27a32
-def unclip_generator(cfg:SearchConfig, subject, encoders:EncoderSet):
-    "Stable Diffusion 2.1 unCLIP from `cfg.model_id`, embedding with the encoders' embedder"
-    # the encoders' ViT-H embedder: the same space as the library embeddings of the initial guess
-    return UnCLIPGenerator.from_pretrained(cfg.model_id, scheduler=cfg.scheduler, device=cfg.device, dtype=DTYPES[cfg.dtype],
-                                           embedder=encoders.embedder, num_inference_steps=cfg.num_inference_steps,
-                                           guidance_scale=cfg.guidance_scale, max_batch=cfg.max_batch)
-
-# %% ../nbs/03_search.ipynb #25e139af
-def make_generator(cfg:SearchConfig, subject, encoders:EncoderSet):
-    "The run's generator `cfg.generator`: unCLIP, or one the data set provides (the demo's photograph model)"
-    return dict(unclip=unclip_generator, **subject.data_set.generators())[cfg.generator](cfg, subject, encoders)
-
-# %% ../nbs/03_search.ipynb #cc8601a3
-def denoise_betas(nested, autoencoder)->torch.Tensor:
-    "Denoise each non-missing repetition of (n, reps, nvox) betas with the beta autoencoder (missing rows stay zero)."
-    x = _as_tensor(nested).clone()
-    valid = x.ne(0).any(-1)
-    if valid.any(): x[valid] = autoencoder.denoise(x[valid])
-    return x
-
-# %% ../nbs/03_search.ipynb #561665f4
-def library_autoencoders(cfg:SearchConfig, autoencoders:dict|None)->dict|None:
-    "The per-model autoencoders a caller passed for the library step, checked (None: one target, or `run_subject` loads them)"
-    if not (cfg.use_autoencoder and cfg.library_autoencoder == 'per-model') or autoencoders is None: return None
-    missing = [k for k in ('gnet', 'clip') if k not in autoencoders]
-    if missing:
-        raise ValueError(f"SearchConfig.library_autoencoder='per-model' needs a beta autoencoder per library model, but {missing} "
-                         "are missing from run_subject(autoencoders=...): pass both {'gnet': ..., 'clip': ...}, or none to "
-                         "load them with get_autoencoders (02_gnet).")
-    return {k: autoencoders[k] for k in ('gnet', 'clip')}
-
-# %% ../nbs/03_search.ipynb #bef0fc7e
-def stage_scores(stages:dict, seen, measured, encoder, true_brain=None)->dict:
-    "Brain correlations, PixCorr and SSIM of each stage image against the seen image / measured betas."
-    size = seen.shape[-1]
-    names = list(stages)
-    x = torch.cat([resize(seen, size)] + [resize(stages[k].float(), size) for k in names])       # (1+S, 3, size, size)
-    pred = encoder.predict(x)
-    enc = brain_scores(pred, measured)
-    gray = to_gray(x)                                   # PixCorr and SSIM at the seen image's size, data range 1
-    out = dict(brain_corr={k: float(v) for k, v in zip(names, enc[1:])}, ceiling=dict(encoder=float(enc[0])),
-               pixcorr=dict(zip(names, pearson_rows(x[1:], x[:1].expand(len(names), -1, -1, -1)).tolist())),
-               ssim=dict(zip(names, ssim_rows(gray[1:], np.repeat(gray[:1], len(names), 0)).tolist())))
-    if true_brain is not None:
-        t = _as_tensor(true_brain(x))
-        tr = brain_scores(t, measured)
-        clean = pearson_matrix(t[:1], t[1:])[0]
-        out.update(true_corr={k: float(v) for k, v in zip(names, tr[1:])},
-                   true_corr_clean={k: float(v) for k, v in zip(names, clean)})
-        out['ceiling'].update(true=float(tr[0]))
-    return out
-
-# %% ../nbs/03_search.ipynb #c6afa85a
-def plot_stages(stages:dict, seen, scores:dict, title:str='', fname=None):
-    "One row: seen | library | low-level | initial | iterations | final, titled with their brain correlations."
-    names = [k for k in stages if k != 'random']
-    fig, axs = plt.subplots(1, len(names) + 1, figsize=(1.6 * (len(names) + 1), 2.1))
-    for ax, (k, im) in zip(axs, [('seen', seen)] + [(k, stages[k]) for k in names]):
-        ax.imshow(im[0].permute(1, 2, 0).clamp(0, 1).numpy()); ax.axis('off')
-        if k == 'seen': t = f"seen\nceil {scores['ceiling']['encoder']:.2f}"
-        else: t = f"{k}\nr {scores['brain_corr'][k]:.2f}"
-        if 'true_corr' in scores: t += f" / {scores['ceiling']['true'] if k == 'seen' else scores['true_corr'][k]:.2f}"
-        ax.set_title(t, fontsize=7)
-    fig.suptitle(title, fontsize=8); fig.tight_layout()
-    if fname is not None:
-        with atomic_write(fname) as tmp: fig.savefig(tmp, format='png', dpi=80)
-        plt.close(fig)
-    return fig
-
-# %% ../nbs/03_search.ipynb #f2f81eb8
-def reconstruct_image(cfg:SearchConfig, subject, nsd_id:int,
-                      measured,              # (reps, nvox) measured betas (all-zero rows = missing)
-                      target,                # (reps, nvox) the same, AE-denoised (or measured, without the autoencoder)
-                      guess:InitialGuess, encoders:EncoderSet, generator, progress:bool=False)->dict:
-    "Run every stage for one test image and write its folder (atomically, result.json last); returns the result."
-    t0, subj, loop = time.time(), cfg.subj, cfg.search_loop()
-    run = RunFolder(cfg.out_dir)
-    final, stage_dir = run.image_dir(nsd_id), run.image_dir(nsd_id, staging=True)
-    for old in run.root.glob(f'.staging/{int(nsd_id):05d}-*'): shutil.rmtree(old, ignore_errors=True)   # a killed writer's (the caller holds the claim)
-    stage_dir.mkdir(parents=True)
-    # 1. Baselines and the initial guess
-    seeds = dict(random=derive_seed(cfg.seed, subj, nsd_id, 'random'), initial=derive_seed(cfg.seed, subj, nsd_id, 'initial'),
-                 search=derive_seed(cfg.seed, subj, nsd_id, 'search'))
-    lib = np.asarray(subject.library_nsd_ids)
-    rand_id = int(lib[np.random.default_rng(seeds['random']).integers(len(lib))])
-    seen, rand_img, lib_img = (as_images(subject.images(np.array([i]))) for i in (nsd_id, rand_id, guess.library_ids[0]))
-    initial = generator.vary(guess.lowlevel, guess.embed[None], cfg.init_strength, 1, seed=seeds['initial'])
-    # 2. The search, with the loop's encoder and target
-    res = search(target if loop.autoencoder else measured, guess.lowlevel, guess.embed, encoders.predictor(loop.encoder), generator,
-                 loop=loop, n_iter=cfg.n_iter, n_branches=cfg.n_branches, min_per_branch=cfg.min_per_branch, seed=seeds['search'],
-                 mask=scoring_masks(loop, subject.roi_masks), progress=progress)
-    iters = {f'iter_{i + 1:02d}': im for i, im in enumerate(res.iter_images)}
-    stages = dict(random=rand_img, library=lib_img, lowlevel=guess.lowlevel, initial=initial, **iters, final=res.best_image)
-    stages = {k: as_images(to_uint8(im)) for k, im in stages.items()}      # 8-bit, as stored: scores are those of the PNGs
-    # 3. Scores of every stage
-    true_brain = subject.data_set.true_brain(subject)     # the demo's simulator; None on NSD
-    scores = stage_scores(stages, seen, measured, encoders.hybrid, true_brain)
-    # 4. Files: images, samples, figure, then result.json; then one rename into images/
-    save_image(run.png(nsd_id, 'seen', staging=True), seen)
-    for k, im in stages.items(): save_image(run.png(nsd_id, k, staging=True), im)
-    with atomic_write(stage_dir / 'samples.npz') as tmp:
-        np.savez_compressed(tmp, samples=to_uint8(res.samples), scores=res.sample_scores.numpy())
-    plot_stages(stages, seen, scores, f"{subj_name(subj)} nsd {nsd_id}: hybrid r / true r", fname=stage_dir / 'figure.png')
-    result = dict(subj=subj, dataset=cfg.dataset, nsd_id=int(nsd_id), loop=loop.name, stages=list(stages), **scores,
-                  search_score={k: v for k, v in zip(iters, res.iter_scores)}, search_mean_score=res.iter_mean_scores,
-                  search_branch_means=res.branch_means, best_iter=res.best_iter + 1,
-                  final_distribution=dict(iter=res.samples_iter + 1, n=len(res.samples), mean_score=res.samples_mean),
-                  strength=res.strengths, momentum=res.momenta, n_per_branch=res.n_per_branch,
-                  n_branches=res.n_branches, random_nsd_id=rand_id, library_nsd_ids=[int(i) for i in guess.library_ids[:10]],
-                  library_scores=[float(s) for s in guess.library_scores[:10]], lowlevel_nsd_ids=[int(i) for i in guess.lowlevel_ids],
-                  seeds=dict(seeds, base=cfg.seed, iterations=res.seeds), settings=asdict(cfg), search_loop=asdict(loop),
-                  seconds=round(time.time() - t0, 2))
-    with atomic_write(run.result(nsd_id, staging=True), 'w') as f: json.dump(result, f, indent=1)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists(): shutil.rmtree(final)          # an unfinished folder (no result.json) from elsewhere
-    os.replace(stage_dir, final)
-    return result
-
-# %% ../nbs/03_search.ipynb #8b2a5e0c
-def run_subject(cfg:SearchConfig,     # the run (out_dir required)
-                subject=None,         # a loaded `Subject` (default: load_subject(cfg.subj, cfg.dataset, cfg.data_root, cfg.sessions))
-                encoders:EncoderSet|None=None,  # `get_encoders(...)` output (default: built for the subject)
-                generator=None,       # the generator (default: `make_generator(cfg, ...)`)
-                progress:bool=True,
-                autoencoders:dict|None=None,    # library_autoencoder='per-model': {'gnet': ..., 'clip': ...} (None: get_autoencoders)
-               )->list[dict]:
-    "Reconstruct the configured test images of one subject into `cfg.out_dir`; finished images are skipped."
-    # 1. Check the configuration against the data before loading any model
-    subject = subject if subject is not None else load_subject(cfg.subj, cfg.dataset, cfg.data_root, cfg.sessions)
-    ids = select_images(cfg, subject.test_nsd_ids)
-    per_model = library_autoencoders(cfg, autoencoders)
-    load_aes = per_model is None and cfg.use_autoencoder and cfg.library_autoencoder == 'per-model'
-    if load_aes and subject.data_set.training is None: published_autoencoder_paths(subject, cfg.models_dir)   # missing files fail here
-    scoring_masks(cfg.search_loop(), subject.roi_masks)     # an unknown ROI fails here
-    out = claim_out_dir(cfg)
-    run = RunFolder(out)
-    todo = [i for i in ids if not run.is_finished(i)]
-    if todo:
-        # 2. Models, the library's beta primes and the stimulus embeddings (cached)
-        encoders = encoders if encoders is not None else get_encoders(subject, device=cfg.device, models_dir=cfg.models_dir)
-        generator = generator if generator is not None else make_generator(cfg, subject, encoders)
-        prepared = prepare_subject(subject, encoders, progress=progress)     # computed once: `secondsight-prepare`
-        primes, embeds = {k: prepared[k] for k in ('gnet', 'clip')}, prepared['embeddings']
-        if load_aes: per_model = get_autoencoders(subject, encoders, cfg.device, cfg.models_dir, progress)   # trains on the primes just cached
-        # 3. Measured betas of the images to do, denoised for ranking and scoring
-        nested, _ = subject.test_betas(mode='nest')
-        rows = [list(map(int, subject.test_nsd_ids)).index(i) for i in todo]
-        measured = _as_tensor(np.asarray(nested)[rows])                                  # (q, reps, nvox)
-        target = denoise_betas(measured, encoders.autoencoder) if cfg.use_autoencoder else measured
-        ranked = target if per_model is None else {k: denoise_betas(measured, ae) for k, ae in per_model.items()}
-        # 4. Initial guesses of all images at once (one matrix product per library chunk)
-        guesses = initial_guesses(ranked, subject.library_nsd_ids, primes, embeds, subject.images, generator,
-                                  subject.roi_masks['early_vis'], n_embed=cfg.n_embed, n_lowlevel=cfg.n_lowlevel, progress=progress)
-        guesses = start_from(cfg.init, guesses, todo, measured, subject, encoders, generator, cfg.device)
-        # 5. Search and write each image
-        #    each under its claim: an image another process holds is skipped, then waited for (and redone if that one died)
-        def write(q, timeout):
-            claim = run.claim(todo[q], timeout)
-            try: claim.acquire()
-            except Timeout: return False
-            try:
-                if not run.is_finished(todo[q]): reconstruct_image(cfg, subject, todo[q], measured[q], target[q], guesses[q], encoders, generator)
-            finally: claim.release()
-            return True
-        skipped = [q for q in tqdm(range(len(todo)), desc=f'{subj_name(cfg.subj)} search', disable=not progress) if not write(q, 0)]
-        for q in skipped: write(q, -1)
-    with contextlib.suppress(OSError): (out / '.staging').rmdir()   # only when empty (other shards may run)
-    return [run.read_result(i) for i in ids]

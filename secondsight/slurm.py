@@ -5,28 +5,27 @@
 # %% ../nbs/06_slurm.ipynb #10eb12ce
 from __future__ import annotations
 import argparse, getpass, json, math, os, re, shlex, shutil, subprocess, sys, tempfile, uuid
-from dataclasses import dataclass, asdict, replace
+from dataclasses import dataclass, asdict, fields, replace
 from datetime import datetime
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['REFERENCE_MINUTES', 'N_TEST', 'SEARCH_OWN', 'METRICS_OWN', 'LIVE', 'SlurmConfig', 'minutes_per_image', 'wall_hours',
-           'task_time', 'nbs_dir', 'notebook_parameters', 'parse_param', 'notebook_params', 'IPCKernelManager',
-           'run_notebook', 'notebook_config', 'search_params', 'shard_ids', 'array_spec', 'sbatch_options',
-           'job_script', 'SlurmError', 'slurm_command', 'partitions', 'check_partition', 'sbatch_test', 'sbatch',
-           'job_states', 'slurm_dir', 'read_submissions', 'record_submission', 'submission_jobs', 'active_jobs',
-           'SubjectPlan', 'plan_subject', 'describe', 'submit', 'exit_record', 'log_tail', 'RunStatus', 'run_status',
-           'status_report', 'slurm_cli']
+           'task_time', 'nbs_dir', 'notebook_parameters', 'parse_param', 'field_kind', 'notebook_params',
+           'IPCKernelManager', 'run_notebook', 'task_config', 'task_params', 'shard_ids', 'array_spec',
+           'sbatch_options', 'job_script', 'SlurmError', 'slurm_command', 'partitions', 'check_partition',
+           'sbatch_test', 'sbatch', 'job_states', 'slurm_dir', 'read_submissions', 'record_submission',
+           'submission_jobs', 'active_jobs', 'SubjectPlan', 'plan_subject', 'describe', 'submit', 'exit_record',
+           'log_tail', 'RunStatus', 'run_status', 'status_report', 'slurm_cli']
 
 # %% ../nbs/06_slurm.ipynb #f0825d89
-import nbformat
 import papermill as pm
 from fastcore.basics import patch
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import CaselessStrEnum, default
-from .core import subj_name, runs_dir, atomic_write, file_lock, shown, cli_error, _project_root
+from .core import subj_name, runs_dir, atomic_write, file_lock, shown, cli_error, project_root
 from .data import choose_dataset, load_subject, parse_ranges
-from .search import SearchConfig, RunFolder, claim_out_dir, select_images
+from .run import SearchConfig, RunFolder, claim_out_dir, select_images
 
 # %% ../nbs/06_slurm.ipynb #0c84c25c
 def _fail(field_, value, expected, fix=''):
@@ -93,7 +92,7 @@ N_TEST = 982               # NSD test images per subject (the shared images with
 def minutes_per_image(path=None # the GPU benchmark's output; None: bench/results/gpu_search.txt in the checkout
                      )->tuple[float, str]:
     "GPU minutes per reconstruction, and where the figure comes from: the GPU benchmark's, else the reference's."
-    p = Path(path) if path is not None else (_project_root() or Path.cwd())/'bench'/'results'/'gpu_search.txt'
+    p = Path(path) if path is not None else (project_root() or Path.cwd())/'bench'/'results'/'gpu_search.txt'
     lines = [l for l in (p.read_text().splitlines() if p.is_file() else []) if l.startswith('{')]
     res = json.loads(lines[-1]) if lines else {}
     if 'reconstruction_s' in res: return res['reconstruction_s'] / 60, f"bench/gpu_search.py on {res.get('device', 'a GPU')}"
@@ -117,13 +116,13 @@ def task_time(n_images:int, minutes:float, margin:float=1.5, setup_minutes:float
 def nbs_dir(path=None # the folder holding 03_search.ipynb and 04_metrics.ipynb; None: the checkout's nbs/
            )->Path:
     "The notebooks the jobs run (absolute path)."
-    d = Path(path) if path is not None else (_project_root() or Path.cwd())/'nbs'
+    d = Path(path) if path is not None else (project_root() or Path.cwd())/'nbs'
     if not ((d/'03_search.ipynb').is_file() and (d/'04_metrics.ipynb').is_file()):
         raise FileNotFoundError(f"No 03_search.ipynb and 04_metrics.ipynb in {d}: the SLURM jobs run the notebooks of a "
                                 "secondsight checkout. Run secondsight-slurm in the checkout, or pass --nbs DIR.")
     return d.resolve()
 
-def notebook_parameters(nb)->dict:
+def notebook_parameters(nb)->dict:  # 04_metrics's; 03_search's are `SearchConfig`'s fields
     "A notebook's papermill parameters: name -> the type its parameters cell declares (papermill's `inspect_notebook`)."
     return {k: v['inferred_type_name'] for k, v in pm.inspect_notebook(str(nb)).items()}
 
@@ -144,13 +143,19 @@ SEARCH_OWN = dict(subj='--subj', shard='--shards', n_shards='--shards', out_dir=
                   dataset='--dataset', data_root='--data-root', models_dir='--models-dir')
 METRICS_OWN = {k: v for k, v in SEARCH_OWN.items() if k not in ('shard', 'n_shards')}
 
+def field_kind(f)->str:
+    "The type name a `SearchConfig` field's value is read as ('int|None' -> 'int'; a tuple is given as a list)"
+    kind = [t.strip() for t in str(f.type).split('|') if t.strip() != 'None'][0]
+    return 'list' if kind == 'tuple' else kind
+
 def notebook_params(nb:Path,         # the notebook
                     pairs,            # (name, value string) pairs from the command line
                     reserved:dict,    # names the tool sets itself -> the option to use instead
                     flag:str='-p',    # the option, for messages
                    )->dict:
-    "The `pairs` checked against the notebook's parameters and converted to their declared types."
-    known, out = notebook_parameters(nb), {}
+    "The `pairs` checked against the notebook's parameters (03_search: `SearchConfig`'s fields) and converted to their types."
+    known, out = (({f.name: field_kind(f) for f in fields(SearchConfig)}, {}) if nb.name == '03_search.ipynb'
+                  else (notebook_parameters(nb), {}))
     for name, value in pairs:
         if name in reserved: raise ValueError(f"{flag} {name}: secondsight-slurm sets {name} itself; use {reserved[name]} instead.")
         if name not in known: raise ValueError(f"{flag} {name}: {nb.name} has no parameter {name!r}; it has {', '.join(known)} "
@@ -175,29 +180,17 @@ def run_notebook(nb,              # the notebook to run
                                progress_bar=False, kernel_manager_class=IPCKernelManager, **kw)
 
 # %% ../nbs/06_slurm.ipynb #bccd6724
-def notebook_config(nb:Path,      # 03_search.ipynb
-                    params:dict,  # the tasks' parameters (the device set to one this machine has)
-                   )->SearchConfig:
-    "The `run_cfg` that `nb` builds from `params`: its cells up to that one, run through papermill (no search)."
-    src = nbformat.read(nb, as_version=4)
-    last = [i for i, c in enumerate(src.cells) if c.cell_type == 'code' and re.search(r'^run_cfg\s*=', c.source, re.M)]
-    if not last: raise ValueError(f"{nb} has no cell that assigns run_cfg: secondsight-slurm reads the run's configuration from it.")
-    src.cells = src.cells[:last[-1] + 1] + [nbformat.v4.new_code_cell(
-        "import json as _json; from dataclasses import asdict as _asdict; print(_json.dumps(_asdict(run_cfg)))")]
-    with tempfile.TemporaryDirectory() as d:
-        nbformat.write(src, Path(d)/nb.name)
-        try: ran = run_notebook(Path(d)/nb.name, None, params, cwd=nb.parent, shutdown_kernel='immediate')   # no interrupt on exit
-        except pm.PapermillExecutionError as e: raise ValueError(f"{nb.name} refuses the parameters: {e.ename}: {e.evalue}") from None
-    return SearchConfig(**json.loads(ran.cells[-1].outputs[-1]['text']))
+def task_config(subj:int, n_shards:int, params:dict, gpus:int, dataset=None, data_root=None, models_dir=None, runs=None)->SearchConfig:
+    "The configuration every task of `subj`'s array builds (shard 0's; a task sets its own `shard`)"
+    dataset = choose_dataset(subj, dataset, data_root)
+    return SearchConfig.resolve(subj=subj, dataset=dataset, data_root=data_root, models_dir=models_dir, n_shards=n_shards,
+                                out_dir=str(runs_dir(runs).resolve()/dataset/subj_name(subj)), device='cuda' if gpus else 'cpu',
+                                check_here=False, **params)
 
 # %% ../nbs/06_slurm.ipynb #0cec2a05
-def search_params(subj:int, n_shards:int, params:dict, gpus:int, dataset=None, data_root=None, models_dir=None, runs=None)->dict:
-    "The 03_search parameters of every task of `subj` (all but `shard`)."
-    dataset = choose_dataset(subj, dataset, data_root)
-    p = dict(subj=subj, dataset=dataset, data_root=data_root, models_dir=models_dir, n_shards=n_shards,
-             out_dir=str(runs_dir(runs).resolve()/dataset/subj_name(subj)), device='cuda' if gpus else 'cpu', **params)
-    p['dtype'] = p.get('dtype') or ('float16' if gpus else 'float32')
-    return {k: v for k, v in p.items() if v is not None}
+def task_params(cfg:SearchConfig)->dict:
+    "03_search's parameters for every task of `cfg`'s array (all but `shard`)"
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k != 'shard' and v is not None}
 
 # %% ../nbs/06_slurm.ipynb #da34fc23
 def shard_ids(cfg:SearchConfig, test_ids)->list[list[int]]:
@@ -362,9 +355,9 @@ def plan_subject(subj:int, n_shards:int, slurm:SlurmConfig=SlurmConfig(), params
                  dataset=None, data_root=None, models_dir=None, runs=None, nbs=None, python:str|None=None)->SubjectPlan:  # None: sys.executable
     "Check one subject's run against its data and run folder, and write its job scripts; nothing is submitted or written."
     nbs, python = nbs_dir(nbs), python or sys.executable
-    # 1. The tasks' parameters, and the configuration 03_search builds from them (a bad parameter fails here)
-    p = search_params(subj, n_shards, params or {}, slurm.gpus, dataset, data_root, models_dir, runs)
-    cfg = notebook_config(nbs/'03_search.ipynb', p | dict(device='cpu'))
+    # 1. The configuration the tasks build (a bad parameter fails here), and their parameters
+    cfg = task_config(subj, n_shards, params or {}, slurm.gpus, dataset, data_root, models_dir, runs)
+    p = task_params(cfg)
     # 2. The config lock: a run folder of another configuration is refused
     out, run = Path(p['out_dir']), RunFolder(p['out_dir'])
     if run.config.exists(): claim_out_dir(cfg)

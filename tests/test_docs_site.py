@@ -135,6 +135,7 @@ GOOD = '<html><body><main><h2 id="readers">Readers</h2><p><a href="index.html">h
     ('<p>source{target="_blank" style="float:right; font-size:smaller"}</p>', 'Pandoc attribute text'),
     ('<div>Out[0]:</div>', 'an In/Out prompt'),
     ('<p>for iteration $s_i = 0.92 - 0.30((i+1)/n)^3$</p>', 'unrendered math'),
+    ('<li>keeps $g(f) = \\bar\\alpha_t P(f) / (\\bar\\alpha_t P(f) + 1 -\n  \\bar\\alpha_t)$ of it</li>', 'keep each $...$ on one line'),
     ('<pre>100%|##########| 40/40 [00:01&lt;00:00]</pre>', 'progress-bar output'),
     ('<pre>IProgress not found. Please update jupyter</pre>', 'progress-bar output'),
     ("<pre>['a\\n', 'b']</pre>", "an output's lines as a Python list"),
@@ -148,6 +149,10 @@ def test_checks_fail_on_each_problem(bad, expected):
     page = GOOD.replace('</main>', bad + '</main>')
     probs = check(page, {**pages, 'data.html': page}, forbidden=['/work/main'])
     assert len(probs) == 1 and probs[0].startswith('data.html: ') and expected in probs[0], probs
+
+def test_dollars_that_are_not_math_pass():
+    page = GOOD.replace('</main>', '<p>costs $5 for x_i in one run,\nor $6 for two</p><p>x_1 $7</p><p>$ y_2</p></main>')
+    assert check(page, {'data.html': page, 'index.html': GOOD}) == []
 
 def test_check_site_reads_a_folder(tmp_path):
     (tmp_path/'index.html').write_text(GOOD.replace('index.html', 'data.html#readers'))
@@ -215,6 +220,20 @@ def test_build_site_end_to_end(tmp_path):
                                                  ('slurm.html', 'SLURM')]   # sidebar order, then the unlisted notebook
     assert 'href="slurm.html"' in (site/'index.html').read_text()
     assert (site/'lab.css').stat().st_size > 50_000 and 'SITE_SEARCH' in (site/'search.js').read_text()
+
+def test_math_across_a_line_break_is_caught(tmp_path):
+    "nbconvert keeps a paragraph's line breaks in its text: a formula across one stays raw, and the site check says so."
+    proc, site, nbs = tmp_path/'_proc', tmp_path/'_site', tmp_path/'nbs'
+    for d in (proc, site, nbs): d.mkdir()
+    broken = '- *img2img*: the fraction $g(f) = \\bar\\alpha_t P(f) / (\\bar\\alpha_t P(f) + 1 -\n  \\bar\\alpha_t)$ of each frequency'
+    fixed = broken.replace('fraction $', 'fraction\n  $').replace('1 -\n  ', '1 - ')
+    for name, text in [('00_data.ipynb', broken), ('06_slurm.ipynb', fixed)]:
+        (proc/name).write_text(json.dumps(notebook([dict(FRONT, source=f'---\ntitle: {name}\noutput-file: {ds.page_name(name)}\n---\n'),
+                                                    md('## Gain\n\n' + text)])))
+    n = bd.build_site(Cfg(nbs_path=nbs, doc_host='', title='secondsight'), proc, site)
+    assert n['math'] == 1                                               # the fixed formula only
+    (msg,) = [m for m in ds.check_site(site) if 'math' in m]         # (no index.html here: its links are reported too)
+    assert msg.startswith('data.html: shows unrendered math: ') and '$g(f)' in msg and 'one line of the markdown' in msg
 
 def test_settings_match_a_github_pages_deploy():
     "doc_host/doc_baseurl are where .github/workflows/deploy.yaml (quarto-ghp: gh-pages branch) publishes git_url's repo."

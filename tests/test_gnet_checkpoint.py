@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from secondsight.gnet import (GNet8j, GNetEncoder, gnet_fmap_sizes, load_gnet_multisubject, save_gnet_multisubject,
-                              load_model, save_model)
+from secondsight.gnet import GNet8j, GNetEncoder, gnet_fmap_sizes, load_gnet_multisubject, save_gnet_multisubject
+from secondsight.encoders import load_model, save_model
 from secondsight.encoders import torch_load
 
 

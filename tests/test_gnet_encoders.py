@@ -9,7 +9,8 @@ import torch
 from secondsight.data import load_subject
 from secondsight.demo import demo_embedder, ensure_demo
 from secondsight.encoders import CLIPEncoder, BetaAutoencoder, EnsembleEncoder, model_fingerprint
-from secondsight.gnet import GNet8j, get_encoders, save_gnet_multisubject
+from secondsight.gnet import GNet8j, save_gnet_multisubject
+from secondsight.models import get_encoders
 
 ROOT = Path(__file__).parents[1]
 DEMO_ROOT = ensure_demo()  # before any test changes $SECONDSIGHT_DATA
@@ -18,7 +19,7 @@ DEMO_ROOT = ensure_demo()  # before any test changes $SECONDSIGHT_DATA
 def test_parallel_processes_train_once(tmp_path):
     "Two processes start on an empty cache at once: one trains under the lock, the other waits and loads."
     code = ("import json, torch; torch.set_num_threads(1); from secondsight.data import load_subject; "
-            "from secondsight.gnet import get_encoders; from secondsight.encoders import model_fingerprint; "
+            "from secondsight.models import get_encoders; from secondsight.encoders import model_fingerprint; "
             f"s = load_subject(1, data_root={str(DEMO_ROOT)!r}, progress=False); e = get_encoders(s); "
             "print(json.dumps(dict(trained_by=e.gnet.model.meta['trained_by']['pid'], "
             "gnet=model_fingerprint(e.gnet.model), clip=model_fingerprint(e.clip.model), "
@@ -109,7 +110,7 @@ def test_checkpoint_voxels_must_be_the_subjects(nsd_like, tmp_path):
 
 def test_nsd_per_model_autoencoders(nsd_like, tmp_path):
     "library_autoencoder='per-model' on NSD: the hub's sub0N_gnet/clip_autoencoder.pt load by name; missing ones are named with the fix."
-    from secondsight.gnet import get_autoencoders, published_autoencoder_paths
+    from secondsight.models import get_autoencoders, published_autoencoder_paths
     d, nv = tmp_path / 'models', nsd_like.nvox
     d.mkdir()
     torch.manual_seed(0)

@@ -14,6 +14,7 @@ from skimage.metrics import structural_similarity
 
 from secondsight.core import as_images
 from secondsight import metrics as M
+from secondsight import weights as W
 
 
 def photos(size=425):
@@ -167,7 +168,7 @@ def test_missing_pretrained_weights_say_what_to_download(net, file, tmp_path, mo
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / 'hub'))  # an empty torch.hub cache
     try:
-        if net == 'clip' and M._clip_cached('ViT-L-14', 'openai'): pytest.skip('OpenAI CLIP is cached on this machine')
+        if net == 'clip' and W._clip_cached('ViT-L-14', 'openai'): pytest.skip('OpenAI CLIP is cached on this machine')
         with pytest.raises(M.MetricWeightsError) as e: M.load_metric_net(net, allow_download=False)
     finally:
         torch.hub.set_dir(old)

@@ -13,7 +13,7 @@ import pytest
 from secondsight import metrics as M
 from secondsight.data import load_subject
 from secondsight.demo import TrueBrain
-from secondsight.search import SearchConfig, run_subject
+from secondsight.run import SearchConfig, run_subject, read_run
 
 NB = Path(__file__).resolve().parents[1] / 'nbs' / '04_metrics.ipynb'
 CHEAP = dict(weights='random', convention=M.scale_nets('mindeye2', 0.5), clip_arch='ViT-S-32', progress=False)
@@ -94,11 +94,11 @@ def test_bad_runs_fail_clearly(run1, tmp_path):
         M.evaluate_run(d, 1, encoders=('alexnet',), metrics=('PixCorr',), **dict(CHEAP, progress=False))
     folders = sorted((d / 'images').iterdir())
     (folders[1] / 'final.png').unlink()
-    with pytest.raises(FileNotFoundError, match=r"\['final'\] PNGs are missing"): M.read_run(d)
+    with pytest.raises(FileNotFoundError, match=r"\['final'\] PNGs are missing"): read_run(d)
     shutil.copy(folders[1] / 'seen.png', folders[1] / 'final.png')
     r = json.loads((folders[2] / 'result.json').read_text()); r['stages'] = r['stages'][:-1]
     (folders[2] / 'result.json').write_text(json.dumps(r))
-    with pytest.raises(ValueError, match='one run folder must use one schedule'): M.read_run(d)
+    with pytest.raises(ValueError, match='one run folder must use one schedule'): read_run(d)
     with pytest.raises(ValueError, match='2 run folders but 1 subjects'): M.evaluate_run([d, d], [1], **CHEAP)
 
 

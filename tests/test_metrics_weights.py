@@ -1,6 +1,7 @@
-"""Where the metric networks' pretrained weights come from: the weights folder (models_dir, $SECONDSIGHT_WEIGHTS,
-data/weights) first, then torch.hub's / open_clip's caches, then a download. Real checkpoint files (random weights under
-the published names) are written and loaded; fetching is checked over a loopback HTTP server. No network is used."""
+"""Where the metric networks' pretrained weights come from (secondsight.weights, used by secondsight.metrics'
+load_metric_net): the weights folder (models_dir, $SECONDSIGHT_WEIGHTS, data/weights) first, then torch.hub's /
+open_clip's caches, then a download. Real checkpoint files (random weights under the published names) are written and
+loaded; fetching is checked over a loopback HTTP server. No network is used."""
 import functools
 import hashlib
 import http.server
@@ -13,6 +14,7 @@ import torchvision.models as tvm
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from secondsight import metrics as M
+from secondsight import weights as W
 from secondsight.core import seeded
 
 EFF_V2 = 'efficientnet_b1-c27df63c.pth'
@@ -73,7 +75,7 @@ def test_weights_folder_comes_before_torch_hub_cache(hub, wdir, tmp_path):
 def test_image_metrics_takes_models_dir(hub, tmp_path):
     rng = np.random.default_rng(0)
     gt, rec = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8), rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
-    with pytest.raises(M.MetricWeightsError, match=EFF_V2):
+    with pytest.raises(W.MetricWeightsError, match=EFF_V2):
         M.image_metrics(gt, {'final': rec}, metrics=('EffNet-B',), allow_download=False, progress=False, models_dir=tmp_path)
     torch.save(seeded(lambda: tvm.efficientnet_b1().state_dict(), 1), tmp_path / EFF_V2)
     df = M.image_metrics(gt, {'final': rec}, metrics=('EffNet-B',), allow_download=False, progress=False, models_dir=tmp_path)
@@ -87,20 +89,20 @@ def test_swav_from_weights_folder_and_a_wrong_file(hub, wdir):
     net = M.load_metric_net('swav', allow_download=False)
     assert _same_weights(net.module, sd) and net.label == 'SwAV: SwAV ResNet-50 (swav_800ep_pretrain)'
     torch.save(seeded(lambda: tvm.efficientnet_b1().state_dict(), 1), wdir / 'swav_800ep_pretrain.pth.tar')
-    with pytest.raises(M.MetricWeightsError, match='is not the SwAV ResNet-50 checkpoint'): M.load_metric_net('swav', allow_download=False)
+    with pytest.raises(W.MetricWeightsError, match='is not the SwAV ResNet-50 checkpoint'): M.load_metric_net('swav', allow_download=False)
 
 
 def test_wrong_or_truncated_torchvision_file(hub, wdir):
     torch.save(seeded(lambda: tvm.alexnet().state_dict(), 1), wdir / EFF_V2)  # an AlexNet under EffNet's name
-    with pytest.raises(M.MetricWeightsError, match=f'{EFF_V2} is not its checkpoint'): M.load_metric_net('effnet', allow_download=False)
+    with pytest.raises(W.MetricWeightsError, match=f'{EFF_V2} is not its checkpoint'): M.load_metric_net('effnet', allow_download=False)
     (wdir / EFF_V2).write_bytes(b'PK\x03\x04 cut short')
-    with pytest.raises(M.MetricWeightsError, match='cannot be read as a checkpoint'): M.load_metric_net('effnet', allow_download=False)
+    with pytest.raises(W.MetricWeightsError, match='cannot be read as a checkpoint'): M.load_metric_net('effnet', allow_download=False)
 
 
 def test_clip_from_weights_folder(hub, wdir):
     import open_clip
     sd = seeded(lambda: open_clip.create_model('ViT-S-32', pretrained=None).state_dict(), 5)
-    with pytest.raises(M.MetricWeightsError, match='expected open_clip_ViT-S-32_openai.bin in the weights folder'):
+    with pytest.raises(W.MetricWeightsError, match='expected open_clip_ViT-S-32_openai.bin in the weights folder'):
         M.load_metric_net('clip', clip_arch='ViT-S-32', allow_download=False)
     torch.save(sd, wdir / 'open_clip_ViT-S-32_openai.bin')  # the name 01_encoders' ImageEmbedder also looks for
     net = M.load_metric_net('clip', clip_arch='ViT-S-32', allow_download=False)
@@ -112,16 +114,22 @@ def test_clip_from_weights_folder(hub, wdir):
 @pytest.mark.parametrize('net, file', [('alexnet', 'alexnet-owt-7be5be79.pth'), ('swav', 'swav_800ep_pretrain.pth.tar'),
                                        ('clip', 'open_clip_ViT-L-14_openai.bin')])
 def test_missing_weights_error_is_one_line_naming_folder_file_and_options(net, file, hub, wdir):
-    if net == 'clip' and M._clip_cached('ViT-L-14', 'openai'): pytest.skip('OpenAI CLIP is cached on this machine')
-    with pytest.raises(M.MetricWeightsError) as e: M.load_metric_net(net, allow_download=False)
+    if net == 'clip' and W._clip_cached('ViT-L-14', 'openai'): pytest.skip('OpenAI CLIP is cached on this machine')
+    with pytest.raises(W.MetricWeightsError) as e: M.load_metric_net(net, allow_download=False)
     msg = str(e.value)
     assert '\n' not in msg and f'expected {file} in the weights folder {wdir} (models_dir=, else $SECONDSIGHT_WEIGHTS' in msg
     assert 'allow_download=False' in msg and 'secondsight-weights --metrics' in msg and "weights='random'" in msg
 
 
+def test_metrics_raises_the_weights_modules_error():
+    "load_metric_net, image_metrics and evaluate_run raise secondsight.weights' MetricWeightsError; metrics re-exports it"
+    assert M.MetricWeightsError is W.MetricWeightsError and 'MetricWeightsError' in M.__all__
+    assert M.RANDOM_WEIGHTS_LABEL is W.RANDOM_WEIGHTS_LABEL and M.NETS is W.NETS
+
+
 def test_fetch_dry_run_lists_every_file_and_writes_nothing(tmp_path):
     (tmp_path / EFF_V2).write_bytes(b'x')
-    rows = M.fetch_metric_weights(tmp_path, dry_run=True)
+    rows = W.fetch_metric_weights(tmp_path, dry_run=True)
     assert [r['file'] for r in rows] == ['alexnet-owt-7be5be79.pth', 'inception_v3_google-0cc3c7bd.pth', 'efficientnet_b1_rwightman-bac287d4.pth',
                                          EFF_V2, 'swav_800ep_pretrain.pth.tar', 'open_clip_ViT-L-14_openai.bin']
     assert [r['present'] for r in rows] == [False, False, False, True, False, False]
@@ -149,13 +157,13 @@ def test_fetch_downloads_over_http_checks_the_hash_and_keeps_present_files(http_
     torch.save(sd, served / 'eff.pth')
     h = hashlib.sha256((served / 'eff.pth').read_bytes()).hexdigest()[:8]
     files = [(f'efficientnet_b1-{h}.pth', f'{base}/eff.pth')]
-    rows = M.fetch_metric_weights(files=files, progress=False)  # dest: $SECONDSIGHT_WEIGHTS
+    rows = W.fetch_metric_weights(files=files, progress=False)  # dest: $SECONDSIGHT_WEIGHTS
     assert rows[0]['present'] is False and (wdir / files[0][0]).read_bytes() == (served / 'eff.pth').read_bytes()
-    assert M.fetch_metric_weights(files=files, progress=False)[0]['present'] is True
+    assert W.fetch_metric_weights(files=files, progress=False)[0]['present'] is True
     with pytest.raises(OSError, match='invalid hash value'):
-        M.fetch_metric_weights(tmp_path / 'd2', files=[('eff-deadbeef.pth', f'{base}/eff.pth')], progress=False)
+        W.fetch_metric_weights(tmp_path / 'd2', files=[('eff-deadbeef.pth', f'{base}/eff.pth')], progress=False)
     with pytest.raises(OSError, match='HTTP Error 404'):
-        M.fetch_metric_weights(tmp_path / 'd2', files=[('gone.pth', f'{base}/gone.pth')], progress=False)
+        W.fetch_metric_weights(tmp_path / 'd2', files=[('gone.pth', f'{base}/gone.pth')], progress=False)
     assert not (tmp_path / 'd2').exists() or not list((tmp_path / 'd2').iterdir())  # nothing half-written
 
 
@@ -171,7 +179,7 @@ def test_fetch_clip_converts_open_clips_cached_file(tmp_path):
     (snap / 'snapshots' / ('0' * 40)).mkdir(parents=True)
     sd = {'visual.proj': torch.randn(4, 3), 'logit_scale': torch.tensor(4.6)}
     save_file(sd, snap / 'snapshots' / ('0' * 40) / 'open_clip_model.safetensors')
-    code = ("from secondsight.metrics import fetch_metric_weights, _clip_cached; assert _clip_cached('ViT-L-14', 'openai'); "
+    code = ("from secondsight.weights import fetch_metric_weights, _clip_cached; assert _clip_cached('ViT-L-14', 'openai'); "
             "print(fetch_metric_weights(files=[('open_clip_ViT-L-14_openai.bin', 'open_clip:ViT-L-14/openai')], progress=False))")
     env = dict(os.environ, HF_HOME=str(tmp_path / 'hf'), HF_HUB_OFFLINE='1', SECONDSIGHT_WEIGHTS=str(tmp_path / 'w'))
     env.pop('HF_HUB_CACHE', None)
@@ -180,4 +188,4 @@ def test_fetch_clip_converts_open_clips_cached_file(tmp_path):
     got = torch.load(tmp_path / 'w' / 'open_clip_ViT-L-14_openai.bin', weights_only=True)
     assert got.keys() == sd.keys() and all(torch.equal(got[k], sd[k]) for k in sd)
     with pytest.raises(OSError, match="open_clip has no pretrained ViT-L-14 weights 'nosuchtag'"):
-        M.fetch_metric_weights(tmp_path / 'w2', files=[('x.bin', 'open_clip:ViT-L-14/nosuchtag')])
+        W.fetch_metric_weights(tmp_path / 'w2', files=[('x.bin', 'open_clip:ViT-L-14/nosuchtag')])

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from filelock import Timeout
 
-from secondsight.search import RunFolder, SearchConfig, run_subject
+from secondsight.run import RunFolder, SearchConfig, run_subject
 
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 4
 RUN = """
 import os, sys
-import secondsight.search as S
+import secondsight.run as S
 log, real = sys.argv[2], S.reconstruct_image
 def logged(cfg, subject, nsd_id, *a, **k):       # one line per image this process reconstructs
     with open(log, "a") as f: f.write(f"{{os.getpid()}} {{nsd_id}}\\n")
@@ -59,7 +59,7 @@ def test_a_claim_excludes_a_second_writer_and_dies_with_its_holder(tmp_path):
         with run.claim(38, timeout=0): pass                  # other images stay free
     with run.claim(37, timeout=0): pass                      # released
     # a holder killed with SIGKILL (a requeued or preempted task) leaves no stale claim
-    holder = subprocess.Popen([sys.executable, '-c', "import sys, time; from secondsight.search import RunFolder\n"
+    holder = subprocess.Popen([sys.executable, '-c', "import sys, time; from secondsight.run import RunFolder\n"
                                "c = RunFolder(sys.argv[1]).claim(37); c.acquire(); print('held', flush=True); time.sleep(600)",
                                str(tmp_path)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == 'held'

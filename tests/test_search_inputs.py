@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from secondsight.search import SearchConfig, claim_out_dir, select_images, rank_library, search, tiny_unclip
+from secondsight.run import SearchConfig, check_device, claim_out_dir, select_images
+from secondsight.search import rank_library, search
+from secondsight.testing import tiny_unclip
 
 
 def test_config_errors(monkeypatch):
@@ -19,7 +21,9 @@ def test_config_errors(monkeypatch):
     with pytest.raises(ValueError, match="denoises at least one step"):
         SearchConfig(dataset='nsd', data_root='.', num_inference_steps=1)
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="torch.cuda.is_available"): SearchConfig(device='cuda')
+        with pytest.raises(ValueError, match="torch.cuda.is_available"): check_device(SearchConfig(device="cuda"))
+        with pytest.raises(ValueError, match="torch.cuda.is_available"): SearchConfig.resolve(dataset="demo", device="cuda", out_dir="x")
+    with pytest.raises(ValueError, match="SearchConfig.device=.gpu. is invalid"): SearchConfig(device="gpu")
 
 
 def test_select_images():

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 4
 RUN = """
 import sys
-from secondsight.search import SearchConfig, run_subject
+from secondsight.run import SearchConfig, run_subject
 cfg = SearchConfig(subj=1, dataset='demo', out_dir=sys.argv[1], n_images={n}, n_iter=2, n_samples=8, n_branches=2,
                    min_per_branch=4, seed=3)
 run_subject(cfg, progress=False)

@@ -11,8 +11,9 @@ import torch
 from secondsight.core import derive_seed
 from secondsight.core import seeded
 from secondsight.encoders import BetaAutoencoder
-from secondsight.search import (LOOPS, SearchConfig, SearchLoop, RecordingGenerator, QualityEncoder, search, run_subject,
-                                samples_per_branch, slerp)
+from secondsight.search import LOOPS, SearchLoop, search, samples_per_branch, slerp
+from secondsight.run import SearchConfig, run_subject
+from secondsight.testing import RecordingGenerator, QualityEncoder
 
 MASTER_STRENGTHS = [0.9186, 0.9089, 0.8825, 0.8311, 0.7464, 0.6200]
 BOI_STRENGTHS = [0.92, 0.8756, 0.82, 0.7422, 0.6422, 0.52]
@@ -188,15 +189,15 @@ def test_per_model_autoencoders_missing_fail_before_any_work(tmp_path):
 @pytest.fixture(scope='module')
 def demo():
     from secondsight.data import load_subject
-    from secondsight.gnet import get_encoders
-    from secondsight.search import make_generator
+    from secondsight.models import get_encoders
+    from secondsight.run import make_generator
     subject = load_subject(1, 'demo')
     encoders = get_encoders(subject)
     return subject, encoders, make_generator(SearchConfig(), subject, encoders)
 
 
 def _guess(subject, encoders, generator, nsd_id, queries):
-    from secondsight.gnet import prepare_subject
+    from secondsight.models import prepare_subject
     from secondsight.search import initial_guesses
     prepared = prepare_subject(subject, encoders, progress=False)
     return initial_guesses(queries, subject.library_nsd_ids, {k: prepared[k] for k in ('gnet', 'clip')}, prepared['embeddings'],
@@ -205,7 +206,7 @@ def _guess(subject, encoders, generator, nsd_id, queries):
 
 def test_runner_honours_the_loop(demo, tmp_path):
     "boi-v2 through run_subject: GNet scores the raw betas (averaged); result.json records the loop and its distribution."
-    from secondsight.search import denoise_betas
+    from secondsight.run import denoise_betas
     subject, encoders, generator = demo
     cfg = SearchConfig(subj=1, dataset='demo', out_dir=str(tmp_path), loop='boi-v2', n_images=1, n_iter=2, n_samples=8,
                        n_branches=2, min_per_branch=4)
@@ -227,7 +228,7 @@ def test_runner_honours_the_loop(demo, tmp_path):
 
 def test_per_model_library_targets(demo, tmp_path):
     "With per-model autoencoders each library model ranks against its own target (two untrained autoencoders here)."
-    from secondsight.search import denoise_betas
+    from secondsight.run import denoise_betas
     subject, encoders, generator = demo
 
     aes = {k: seeded(lambda: BetaAutoencoder(subject.nvox, (64, 32, 16)), seed).eval() for k, seed in (('gnet', 1), ('clip', 2))}   # untrained
@@ -245,8 +246,8 @@ def test_per_model_library_targets(demo, tmp_path):
 
 def test_per_model_loaded_by_the_runner(demo, tmp_path):
     "Without autoencoders passed (papermill -p library_autoencoder per-model) the runner loads get_autoencoders' and ranks with them."
-    from secondsight.gnet import get_autoencoders
-    from secondsight.search import denoise_betas
+    from secondsight.models import get_autoencoders
+    from secondsight.run import denoise_betas
     subject, encoders, generator = demo
     cfg = SearchConfig(subj=1, dataset='demo', out_dir=str(tmp_path), library_autoencoder='per-model', n_images=1, n_iter=1,
                        n_samples=4, n_branches=2, min_per_branch=2)

@@ -40,6 +40,7 @@ def test_small_demo_run(tmp_path, monkeypatch):
     (dict(dataset='nsd', data_root='/no/such/nsd'), "an existing folder holding an NSD mirror"),
     (dict(n_iter=3, n_samples=10, n_branches=2, strength_start=0.5, strength_drop=0.6), "strengths in (0, 1]"),
     (dict(loop='fast'), "SearchConfig.loop='fast' is invalid: expected one of ('ours', 'master', 'preprint', 'boi-v2')"),
+    (dict(n_sample=4), "'n_sample' is not a parameter of the run: expected one of"),   # papermill itself only warns
 ])
 def test_invalid_parameters(tmp_path, params, message):
     with pytest.raises(pm.PapermillExecutionError) as e: run(tmp_path, out_dir=str(tmp_path / 'run'), **params)

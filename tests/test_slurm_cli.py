@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from secondsight.search import claim_out_dir
+from secondsight.run import claim_out_dir
 from secondsight.slurm import SlurmConfig, minutes_per_image, plan_subject, slurm_cli, task_time
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,10 +45,12 @@ def test_dry_run_prints_both_scripts_and_writes_nothing(runs):
     assert not runs.exists()                                                            # nothing written
 
 
-def test_a_bad_parameter_fails_with_the_notebooks_message(runs, capsys):
+def test_a_bad_parameter_fails_with_the_configs_message(runs, capsys):
+    "The tasks' configuration comes from SearchConfig.resolve, as in the notebook: the same one-line message, no kernel started"
     assert slurm_cli(['submit', '--subj', '1', '--shards', '3', '-p', 'n_branches', '9', '-p', 'n_samples', '4', '--dry-run']) == 2
     err = capsys.readouterr().err
-    assert err.startswith('secondsight-slurm: error: 03_search.ipynb refuses the parameters: ValueError: SearchConfig.n_branches=9 is invalid'), err
+    assert err.startswith('secondsight-slurm: error: SearchConfig.n_branches=9 is invalid: expected at most n_samples=4'), err
+    assert len(err.strip().splitlines()) == 1, err
     assert slurm_cli(['submit', '--subj', '1', '--shards', '3', '-p', 'n_iters', '2']) == 2
     assert "03_search.ipynb has no parameter 'n_iters'" in capsys.readouterr().err
     assert not runs.exists()

@@ -6,7 +6,9 @@ tools/docs_site.py (its docstring says how and why) into `_site/`, and README.md
 Fails (exit status 1, every problem listed) when a notebook has no page, a notebook holds an error output, a page
 has a broken local link or shows text a reader should not see (front matter, `#|` options, prompts, raw math,
 progress bars, machine paths), or README.md links to a file the repository does not have.
-Where Quarto exists, `nbdev_docs` builds the published site (.github/workflows/deploy.yaml does so on GitHub)."""
+Where Quarto exists, `nbdev_docs` builds the published site (.github/workflows/deploy.yaml does so on GitHub);
+elsewhere `make install`'s stand-in .venv/bin/quarto (tools/quarto_stand_in.sh) keeps nbdev from running its installer
+(`sudo`, then a re-install of the package) and stops it with one line."""
 import json, re, shutil, sys, time
 from pathlib import Path
 import nbformat

@@ -304,7 +304,8 @@ _FRONT_MATTER = re.compile(r'(^|\n)\s*---\s*\n?\s*(description|title|output-file
 _DIRECTIVE_TEXT = re.compile(r'(^|\n)\s*#\|\s*[\w-]+|\b(echo|output|include)\s*:\s*(false|asis)\b')
 _PANDOC_ATTR = re.compile(r'\)\{[^}\n]*(target|style|\.[\w-]+)\s*=?[^}\n]*\}|\{target=')
 _PROMPT = re.compile(r'\b(In|Out)\s?\[\s*\d*\s*\]:')
-_RAW_MATH = re.compile(r'(?<![\w$])\$(?=\S)[^$\n]*[\\_^{}][^$\n]*(?<=\S)\$(?![\w$])')
+_IN_MATH = r'(?:[^$\n]|\n(?![ \t]*\n))*'                    # one paragraph: line breaks, but no blank line
+_RAW_MATH = re.compile(rf'(?<![\w$])\$(?=\S){_IN_MATH}[\\_^{{}}]{_IN_MATH}(?<=\S)\$(?![\w$])')
 _RAW_LINK = re.compile(r'\[[^\]\n]*\]\((https?://|[\w./-]+\.(html|ipynb))[^)\s]*\)')   # markdown link left as text
 _LIST_REPR = re.compile(r"\\n', '")                            # an output's lines shown as a Python list
 _PROGRESS = re.compile(r'\d+%\|[^\n|]*\|\s*\d|IProgress not found')
@@ -335,13 +336,16 @@ def check_page(name:str, page_html:str, exists, ids_of, forbidden_paths=(), stat
             probs.append(f'{name}: link to {url}: {target} has no element with id "{u.fragment}"')
     body = soup.find('body') or soup
     visible = '\n'.join(s for s in body.find_all(string=True) if s.parent.name not in ('script', 'style'))
-    prose = '\n'.join(s for s in body.find_all(string=True) if not any(p.name in HIDDEN_TAGS for p in s.parents))
+    prose = [s for s in body.find_all(string=True) if not any(p.name in HIDDEN_TAGS for p in s.parents)]
     for pat, what in [(_FRONT_MATTER, 'Quarto front matter'), (_DIRECTIVE_TEXT, 'cell option (#| directive) text'),
                       (_PANDOC_ATTR, 'Pandoc attribute text'), (_PROMPT, 'an In/Out prompt'),
                       (_PROGRESS, 'progress-bar output'), (_LIST_REPR, "an output's lines as a Python list"),
                       (_RAW_LINK, 'markdown link text')]:
         if m := pat.search(visible): probs.append(f'{name}: shows {what}: {m.group(0).strip()[:80]!r}')
-    if m := _RAW_MATH.search(prose): probs.append(f'{name}: shows unrendered math: {m.group(0)[:80]!r}')
+    # each text node alone: markdown keeps a paragraph's line breaks in its text, and `$...$` across one is not rendered
+    if m := next(filter(None, map(_RAW_MATH.search, prose)), None):
+        probs.append(f'{name}: shows unrendered math: {m.group(0)[:80]!r}' +
+                     ('; keep each $...$ on one line of the markdown' if '\n' in m.group(0) else ''))
     for p in forbidden_paths:
         if p and p in page_html: probs.append(f'{name}: names the machine path {p}')
     return probs

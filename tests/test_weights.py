@@ -1,5 +1,6 @@
-"""secondsight-weights: the published weights fetched with huggingface_hub, tested at the hub boundary (the hub's
-paths-info and file download answer from real files written here), and without network (one line, exit 2)."""
+"""secondsight.weights and secondsight-weights: the published weights fetched with huggingface_hub, tested at the hub
+boundary (the hub's paths-info and file download answer from real files written here), without network (one line, exit
+2), with --metrics, and the module's place in the import order (it imports neither metrics nor models)."""
 import os, shutil, subprocess, sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -7,7 +8,7 @@ from types import SimpleNamespace
 import huggingface_hub
 import pytest
 
-from secondsight.gnet import HF_WEIGHTS_REPO, download_weights, published_weight_files, weights_cli
+from secondsight.weights import HF_WEIGHTS_REPO, download_weights, metric_weight_files, published_weight_files, weights_cli
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def test_cli_lists_and_reports_a_missing_file(hub, tmp_path, capsys):
 
 def test_without_network_one_line(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE='1')
-    r = subprocess.run([sys.executable, '-c', 'import sys; from secondsight.gnet import weights_cli; sys.exit(weights_cli())'],
+    r = subprocess.run([sys.executable, '-c', 'import sys; from secondsight.weights import weights_cli; sys.exit(weights_cli())'],
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stderr.strip().count('\n') == 0, r.stderr
     assert 'cannot reach the Hugging Face Hub' in r.stderr and 'copy' in r.stderr
@@ -61,9 +62,19 @@ def test_without_network_one_line(tmp_path):
 
 def test_cli_metrics_adds_the_metric_networks(hub, tmp_path, capsys):
     "--metrics lists the metric networks' files in the same weights folder (dry run: nothing fetched, nothing written)"
-    from secondsight.metrics import metric_weight_files
     dest = tmp_path / 'w'
     assert weights_cli(['--subjects', '1', '--dest', str(dest), '--dry-run', '--metrics']) == 0
     out = capsys.readouterr().out
     names = [name for name, _ in metric_weight_files()]
     assert all(n in out for n in names) and f'{3 + len(names)} files' in out and not dest.exists()
+
+
+def test_imports_neither_metrics_nor_models():
+    "models and metrics import this module, so it imports neither, not even inside a function (no import circle)"
+    import re, secondsight.weights as W
+    assert set(re.findall(r'from (?:secondsight)?\.(\w+) import|import secondsight\.(\w+)', Path(W.__file__).read_text())) <= \
+        {('core', ''), ('data', ''), ('encoders', '')}
+    code = "import sys, secondsight.weights; print(sorted(m for m in sys.modules if m.startswith('secondsight.')))"
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "['secondsight.core', 'secondsight.data', 'secondsight.encoders', 'secondsight.weights']"
