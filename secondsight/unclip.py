@@ -121,30 +121,30 @@ def from_pretrained(cls:UnCLIPGenerator, model_id:str=UNCLIP_ID, # hub id or loc
 
 # %% ../nbs/03a_unclip.ipynb #744d8786
 @patch
-@torch.no_grad()
 def embed(self:UnCLIPGenerator, images)->torch.Tensor:
     "CLIP image embeddings (n, d) (unnormalized `image_embeds`, as Second Sight's `c_73k`)."
-    x = as_images(images)
-    if self.embedder is not None: return as_tensor(self.embedder.embed(x)).cpu()
-    pix = self.feature_extractor(images=list(x.permute(0, 2, 3, 1).numpy()), do_rescale=False, return_tensors='pt').pixel_values
-    return self.image_encoder(pix.to(self.device, self.dtype)).image_embeds.float().cpu()
+    with torch.no_grad():   # (a `torch.no_grad` decorator would hide the method's class from the docs)
+        x = as_images(images)
+        if self.embedder is not None: return as_tensor(self.embedder.embed(x)).cpu()
+        pix = self.feature_extractor(images=list(x.permute(0, 2, 3, 1).numpy()), do_rescale=False, return_tensors='pt').pixel_values
+        return self.image_encoder(pix.to(self.device, self.dtype)).image_embeds.float().cpu()
 
 @patch
-@torch.no_grad()
 def encode_latents(self:UnCLIPGenerator, images)->torch.Tensor:
     "Scaled VAE latents (n, 4, size/8, size/8) of images (posterior mean), float32 on the CPU."
-    x = resize(as_images(images), self.size)
-    out = [self.vae.encode((c * 2 - 1).to(self.device, self.dtype)).latent_dist.mode() * self.vae.config.scaling_factor
-           for c in x.split(self.vae_batch)]
-    return torch.cat(out).float().cpu()
+    with torch.no_grad():   # (a `torch.no_grad` decorator would hide the method's class from the docs)
+        x = resize(as_images(images), self.size)
+        out = [self.vae.encode((c * 2 - 1).to(self.device, self.dtype)).latent_dist.mode() * self.vae.config.scaling_factor
+               for c in x.split(self.vae_batch)]
+        return torch.cat(out).float().cpu()
 
 @patch
-@torch.no_grad()
 def decode_latents(self:UnCLIPGenerator, latents)->torch.Tensor:
     "Images (n,3,size,size) in [0, 1] (float32, CPU) from scaled VAE latents."
-    out = [self.vae.decode((z / self.vae.config.scaling_factor).to(self.device, self.dtype)).sample
-           for z in as_tensor(latents).split(self.vae_batch)]
-    return ((torch.cat(out).float().cpu() + 1) / 2).clamp(0, 1)
+    with torch.no_grad():   # (a `torch.no_grad` decorator would hide the method's class from the docs)
+        out = [self.vae.decode((z / self.vae.config.scaling_factor).to(self.device, self.dtype)).sample
+               for z in as_tensor(latents).split(self.vae_batch)]
+        return ((torch.cat(out).float().cpu() + 1) / 2).clamp(0, 1)
 
 # %% ../nbs/03a_unclip.ipynb #1c6ffbc4
 @patch
@@ -161,24 +161,24 @@ def check_inputs(self:UnCLIPGenerator, init_images, embeds, strength:float, n:in
 
 # %% ../nbs/03a_unclip.ipynb #d9704bc8
 @patch
-@torch.no_grad()
 def text_states(self:UnCLIPGenerator)->torch.Tensor:
     "The text encoder's states of (negative prompt, prompt), computed once: (2, tokens, dim)"
-    if self._text is None:
-        ids = self.tokenizer([self.negative_prompt, self.prompt], padding='max_length', truncation=True,
-                             max_length=self.tokenizer.model_max_length, return_tensors='pt').input_ids
-        self._text = self.text_encoder(ids.to(self.device))[0]
-    return self._text
+    with torch.no_grad():   # (a `torch.no_grad` decorator would hide the method's class from the docs)
+        if self._text is None:
+            ids = self.tokenizer([self.negative_prompt, self.prompt], padding='max_length', truncation=True,
+                                 max_length=self.tokenizer.model_max_length, return_tensors='pt').input_ids
+            self._text = self.text_encoder(ids.to(self.device))[0]
+        return self._text
 
 @patch
-@torch.no_grad()
 def encode_conditioning(self:UnCLIPGenerator, embeds, gens:list)->tuple:
     "Step 2: the prompt states and the noise-augmented image embeddings (b, ...), doubled for guidance (unconditional = zeros, as diffusers)"
-    b, cfg = len(gens), self.guidance_scale > 1
-    neg, pos = self.text_states().chunk(2)
-    text = torch.cat([neg.expand(b, -1, -1), pos.expand(b, -1, -1)]) if cfg else pos.expand(b, -1, -1)
-    img = noise_image_embeddings(embeds.to(self.device, self.dtype), self.noise_level, self.image_normalizer, self.image_noising_scheduler, gens)
-    return text, (torch.cat([torch.zeros_like(img), img]) if cfg else img)
+    with torch.no_grad():   # (a `torch.no_grad` decorator would hide the method's class from the docs)
+        b, cfg = len(gens), self.guidance_scale > 1
+        neg, pos = self.text_states().chunk(2)
+        text = torch.cat([neg.expand(b, -1, -1), pos.expand(b, -1, -1)]) if cfg else pos.expand(b, -1, -1)
+        img = noise_image_embeddings(embeds.to(self.device, self.dtype), self.noise_level, self.image_normalizer, self.image_noising_scheduler, gens)
+        return text, (torch.cat([torch.zeros_like(img), img]) if cfg else img)
 
 # %% ../nbs/03a_unclip.ipynb #fbc68662
 @patch
@@ -202,23 +202,22 @@ def prepare_latents(self:UnCLIPGenerator, init_latents, timesteps, gens:list)->t
 
 # %% ../nbs/03a_unclip.ipynb #05c35c1f
 @patch
-@torch.no_grad()
 def denoise(self:UnCLIPGenerator, latents, timesteps, text, img)->torch.Tensor:
     "Step 5: the denoising loop with classifier-free guidance; returns the final latents"
-    sch, cfg = self.scheduler, self.guidance_scale > 1
-    extra = {'eta': self.eta} if 'eta' in sch.step.__code__.co_varnames else {}
-    for t in timesteps:
-        x = sch.scale_model_input(torch.cat([latents] * 2) if cfg else latents, t)
-        pred = self.unet(x, t, encoder_hidden_states=text, class_labels=img, return_dict=False)[0]
-        if cfg:
-            uncond, cond = pred.chunk(2)
-            pred = uncond + self.guidance_scale * (cond - uncond)
-        latents = sch.step(pred, t, latents, **extra, return_dict=False)[0]
-    return latents
+    with torch.no_grad():   # (a `torch.no_grad` decorator would hide the method's class from the docs)
+        sch, cfg = self.scheduler, self.guidance_scale > 1
+        extra = {'eta': self.eta} if 'eta' in sch.step.__code__.co_varnames else {}
+        for t in timesteps:
+            x = sch.scale_model_input(torch.cat([latents] * 2) if cfg else latents, t)
+            pred = self.unet(x, t, encoder_hidden_states=text, class_labels=img, return_dict=False)[0]
+            if cfg:
+                uncond, cond = pred.chunk(2)
+                pred = uncond + self.guidance_scale * (cond - uncond)
+            latents = sch.step(pred, t, latents, **extra, return_dict=False)[0]
+        return latents
 
 # %% ../nbs/03a_unclip.ipynb #ada872ca
 @patch
-@torch.no_grad()
 def vary(self:UnCLIPGenerator,
          init_images,                 # (1|n,3,H,W) init image(s) in [0, 1] (None only with strength 1)
          embeds,                      # (1|n, d) image embeddings
@@ -228,22 +227,23 @@ def vary(self:UnCLIPGenerator,
          return_latents:bool=False    # return the final latents instead of decoded images
          )->torch.Tensor:
     "n img2img variations (n,3,size,size) in [0, 1] of the init image(s), conditioned on the embeddings: the steps above, in batches of `max_batch`"
-    embeds, seeds = self.check_inputs(init_images, embeds, strength, n), sample_seeds(seed, n)     # 1. check inputs
-    init = None if strength >= 1 else broadcast(self.encode_latents(init_images), n, 'init_images')   # the init image(s), encoded once
-    out, step = [], self.max_batch or n
-    for s in range(0, n, step):
-        gens = [torch.Generator('cpu').manual_seed(sd) for sd in seeds[s:s + step]]                # per-sample noise
-        try:
-            text, img = self.encode_conditioning(embeds[s:s + step], gens)                        # 2. conditioning
-            timesteps = self.get_timesteps(strength)                                               # 3. timesteps
-            lat = self.prepare_latents(None if init is None else init[s:s + step], timesteps, gens)   # 4. initial latents
-            lat = self.denoise(lat, timesteps, text, img)                                          # 5. denoising loop
-        except torch.cuda.OutOfMemoryError:
-            raise torch.cuda.OutOfMemoryError(
-                f"UnCLIPGenerator: out of GPU memory denoising {len(gens)} samples at {self.size} px on {self.device}: "
-                f"use max_batch={max(1, len(gens) // 2)} (papermill -p max_batch; the samples do not change)") from None
-        out.append(lat.float().cpu() if return_latents else self.decode_latents(lat))             # 6. decode
-    return torch.cat(out)
+    with torch.no_grad():   # (a `torch.no_grad` decorator would hide the method's class from the docs)
+        embeds, seeds = self.check_inputs(init_images, embeds, strength, n), sample_seeds(seed, n)     # 1. check inputs
+        init = None if strength >= 1 else broadcast(self.encode_latents(init_images), n, 'init_images')   # the init image(s), encoded once
+        out, step = [], self.max_batch or n
+        for s in range(0, n, step):
+            gens = [torch.Generator('cpu').manual_seed(sd) for sd in seeds[s:s + step]]                # per-sample noise
+            try:
+                text, img = self.encode_conditioning(embeds[s:s + step], gens)                        # 2. conditioning
+                timesteps = self.get_timesteps(strength)                                               # 3. timesteps
+                lat = self.prepare_latents(None if init is None else init[s:s + step], timesteps, gens)   # 4. initial latents
+                lat = self.denoise(lat, timesteps, text, img)                                          # 5. denoising loop
+            except torch.cuda.OutOfMemoryError:
+                raise torch.cuda.OutOfMemoryError(
+                    f"UnCLIPGenerator: out of GPU memory denoising {len(gens)} samples at {self.size} px on {self.device}: "
+                    f"use max_batch={max(1, len(gens) // 2)} (papermill -p max_batch; the samples do not change)") from None
+            out.append(lat.float().cpu() if return_latents else self.decode_latents(lat))             # 6. decode
+        return torch.cat(out)
 
 # %% ../nbs/03a_unclip.ipynb #10417bca
 def unclip_scheduler_config()->dict:
