@@ -79,6 +79,7 @@ class ImageEmbedder:
                  seed:int|None=None, # seed of the random weights when `pretrained` is None
                  cache_dir:str|None=None, # open_clip download cache (None: its default)
                  arch_config:dict|None=None, # an open_clip model config to register `arch` with (e.g. the demo's small ViT)
+                 weights_folder=None, # where an offline copy may lie (`open_clip_file`; None: $SECONDSIGHT_WEIGHTS, else data/weights)
                 ):
         import open_clip
         if arch_config is not None: register_arch(arch, arch_config)
@@ -95,7 +96,7 @@ class ImageEmbedder:
             logging.disable(logging.WARNING)  # open_clip warns "initialized randomly" when pretrained=None
             build = 'meta' if self.device.type == 'meta' else 'cpu'  # 'meta': shapes only, nothing allocated
             try:
-                local = open_clip_file(arch, pretrained) if pretrained else None   # a copy for offline nodes
+                local = open_clip_file(arch, pretrained, weights_folder) if pretrained else None   # a copy for offline nodes
                 source = str(local) if local is not None and local.is_file() else pretrained
                 try:
                     with torch.device(build): model = open_clip.create_model(arch, pretrained=source, device=build, cache_dir=cache_dir)
@@ -131,11 +132,12 @@ class ImageEmbedder:
 # %% ../nbs/01_encoders.ipynb #970313fe
 def make_embedder(spec:dict, # `ImageEmbedder` arguments, plus an optional `cuda_dtype` ('float16')
                   device='cpu', # torch device
+                  weights_folder=None, # the weights folder (a run's `models_dir`; None: $SECONDSIGHT_WEIGHTS, else data/weights)
                  ) -> ImageEmbedder:
     "The image embedder a data set names (`DataSet.embedder`), on `device`"
     kw = dict(spec); cuda_dtype = kw.pop('cuda_dtype', None)
     dtype = getattr(torch, cuda_dtype) if cuda_dtype and str(device).startswith('cuda') else torch.float32
-    return ImageEmbedder(**kw, device=device, dtype=dtype)
+    return ImageEmbedder(**kw, device=device, dtype=dtype, weights_folder=weights_folder)
 
 # %% ../nbs/01_encoders.ipynb #676e02b8
 def _write_json(p:Path, obj):

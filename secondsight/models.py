@@ -11,7 +11,9 @@ from pathlib import Path
 import torch.nn as nn
 from .core import subj_name, file_lock, cache_key, is_current, cached, weights_dir, default_device, cli_error
 from .data import load_subject, choose_dataset
-from .encoders import subject_cache_dir, save_model, load_model, model_fingerprint, ImageEmbedder, make_embedder, image_embeddings, ClipBetaEncoder, EnsembleEncoder, train_clip_encoder, train_autoencoder, load_released_clip_encoder, load_released_autoencoder, library_beta_primes
+from .encoders import (subject_cache_dir, save_model, load_model, model_fingerprint, ImageEmbedder,
+    make_embedder, image_embeddings, ClipBetaEncoder, EnsembleEncoder, train_clip_encoder, train_autoencoder,
+    load_released_clip_encoder, load_released_autoencoder, library_beta_primes)
 from .decoders import DECODERS, train_decoder
 from .gnet import GNetEncoder, load_gnet_multisubject, train_gnet
 from .weights import HF_WEIGHTS_REPO, PER_MODEL
@@ -59,7 +61,7 @@ def published_encoders(subject, device='cpu', models_dir=None, embedder=None) ->
                                 f"{models_dir} ({folder}): fetch them with `secondsight-weights --subjects {subject.subj}` (the hub's "
                                 f"{sn}_dual_autoencoder.pt is the hybrid autoencoder), or copy them there from "
                                 f"https://huggingface.co/reesekneeland/Second-Sight and pass that folder as models_dir.")
-    if embedder is None: embedder = make_embedder(subject.data_set.embedder, device)   # after the checks: 4 GB
+    if embedder is None: embedder = make_embedder(subject.data_set.embedder, device, models_dir)   # after the checks: 4 GB; ViT-H may lie in models_dir
     clip = ClipBetaEncoder(embedder, load_released_clip_encoder(folder / names[1], subject.nvox, device))
     gnet = load_gnet_multisubject(folder / names[0], subject, device=device)
     ae = load_released_autoencoder(folder / names[2], subject.nvox, device)

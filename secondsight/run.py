@@ -17,7 +17,8 @@ from .core import (subj_name, atomic_write, file_lock, read_json, load_image, re
     as_tensor, brain_scores, pearson_matrix, pearson_rows, to_gray, ssim_rows, runs_dir, default_device, announce, shown)
 from .data import DATASETS, get_dataset, load_subject, choose_dataset
 from .models import EncoderSet, get_encoders, prepare_subject, get_autoencoders, published_autoencoder_paths
-from .search import SearchLoop, LOOPS, DEFAULT_LOOP, InitialGuess, initial_guesses, start_from, scoring_masks, search
+from .search import (SearchLoop, LOOPS, DEFAULT_LOOP, InitialGuess, initial_guesses, start_from,
+    scoring_masks, search)
 from .unclip import DTYPES, SCHEDULERS, UnCLIPGenerator
 
 # %% auto #0

@@ -79,7 +79,8 @@ def tiny_unclip(size:int=32, embed_dim:int=32, seed:int=0, scheduler:str='ddim',
     "An `UnCLIPGenerator` on tiny random-weight components (unCLIP architecture, small configs; no download)."
     from diffusers import AutoencoderKL, UNet2DConditionModel, DDPMScheduler
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection, CLIPImageProcessor
+    from transformers import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection,
+        CLIPImageProcessor)
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(sample_size=size // 2, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(32, 64), down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from secondsight.encoders import CLIPEncoder, BetaAutoencoder, ImageEmbedder, load_model, save_model, load_released_clip_encoder, load_released_autoencoder, released_model_path, EnsembleEncoder, ClipBetaEncoder
+from secondsight.encoders import (CLIPEncoder, BetaAutoencoder, ImageEmbedder, load_model, save_model,
+    load_released_clip_encoder, load_released_autoencoder, released_model_path, EnsembleEncoder, ClipBetaEncoder)
 from secondsight.demo import demo_embedder
 
 
