@@ -1,7 +1,7 @@
 """Cost per image of every model on the real path, at the published sizes: FLOP and this machine's CPU seconds.
 
 Built at full size with random weights (speed does not depend on the values). Preparing a subject
-(`secondsight.gnet.prepare_subject`) runs three models over all 73,000 brick images: OpenCLIP ViT-H/14 at 224 px (the
+(`secondsight.models.prepare_subject`) runs three models over all 73,000 brick images: OpenCLIP ViT-H/14 at 224 px (the
 stimulus embeddings, once per data root), GNet8j at 227 px for subject 1's 15,724 voxels, and the CLIP encoder 1024 ->
 15000 -> 15000 -> 15724 (per subject); this script reports their totals for 73,000 images. The search then runs, per
 sample, the SD 2.1 unCLIP UNet at 96 x 96 latents (768 px) once per step and guidance branch, the VAE decoder at
