@@ -200,15 +200,18 @@ def resolve(cls:SearchConfig, check_here:bool=True, # False: a configuration for
     return check_device(cfg) if check_here else cfg
 
 # %% ../nbs/03b_run.ipynb #10bff3ac
+_CHECKED = '<parameters checked>'   # marks a `before` set whose namespace was checked
+
 @patch(cls_method=True)
 def from_params(cls:SearchConfig, ns:dict, # a notebook's `globals()`, holding its parameters
                 before:set|None=None,      # the names `ns` held before the parameters cell: any other name that is not a field is refused
                 **kw)->SearchConfig:
     "`resolve` on the configuration's fields found in the namespace `ns`"
-    names = {f.name for f in fields(cls)}
-    if before is not None:   # papermill only warns about a name the notebook lacks (`-p n_sample 4`), then runs the defaults
+    names = [f.name for f in fields(cls)]
+    if before is not None and _CHECKED not in before:   # papermill only warns about a name the notebook lacks (`-p n_sample 4`)
         unknown = sorted(k for k in ns if k not in before and k not in names and not k.startswith('_'))
-        if unknown: raise ValueError(f"{unknown[0]!r} is not a parameter of the run: expected one of {', '.join(n for n in names)}.")
+        if unknown: raise ValueError(f"{unknown[0]!r} is not a parameter of the run: expected one of {', '.join(names)}.")
+        before.add(_CHECKED)   # checked once: re-running the cell in Jupyter, after later cells defined names, is fine
     return cls.resolve(**{k: ns[k] for k in names if k in ns}, **kw)
 
 # %% ../nbs/03b_run.ipynb #3546f327

@@ -316,10 +316,10 @@ class IterationLog:
     n_per_branch: list = field(default_factory=list); n_branches: list = field(default_factory=list); seeds: list = field(default_factory=list)
     def add(self, image, score:float, scores, means, k:int, seeds:list):
         "Append one iteration: its image and score, the samples' and branches' mean scores, samples per branch, the seeds"
-        for name, v in zip(self.fields(), (image, score, float(scores.mean()), means.tolist(), k, len(seeds), seeds)): getattr(self, name).append(v)
+        for name, v in zip(self.names(), (image, score, float(scores.mean()), means.tolist(), k, len(seeds), seeds)): getattr(self, name).append(v)
     @classmethod
-    def fields(cls)->list[str]: return [f.name for f in fields(cls)]
-    def records(self)->dict: return {k: getattr(self, k) for k in self.fields()}
+    def names(cls)->list[str]: return [f.name for f in fields(cls)]
+    def records(self)->dict: return {k: getattr(self, k) for k in self.names()}
 
 # %% ../nbs/03_search.ipynb #5bace416
 def _search_master(loop, betas, init_image, c, encoder, generator, *, n_iter, n_samples, n_branches, strengths, momenta,

@@ -5,18 +5,18 @@
 # %% ../nbs/06_slurm.ipynb #10eb12ce
 from __future__ import annotations
 import argparse, getpass, json, math, os, re, shlex, shutil, subprocess, sys, tempfile, uuid
-from dataclasses import dataclass, asdict, fields, replace
+from dataclasses import dataclass, asdict, replace
 from datetime import datetime
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['REFERENCE_MINUTES', 'N_TEST', 'SEARCH_OWN', 'METRICS_OWN', 'LIVE', 'SlurmConfig', 'minutes_per_image', 'wall_hours',
-           'task_time', 'nbs_dir', 'notebook_parameters', 'parse_param', 'field_kind', 'notebook_params',
-           'IPCKernelManager', 'run_notebook', 'task_config', 'task_params', 'shard_ids', 'array_spec',
-           'sbatch_options', 'job_script', 'SlurmError', 'slurm_command', 'partitions', 'check_partition',
-           'sbatch_test', 'sbatch', 'job_states', 'slurm_dir', 'read_submissions', 'record_submission',
-           'submission_jobs', 'active_jobs', 'SubjectPlan', 'plan_subject', 'describe', 'submit', 'exit_record',
-           'log_tail', 'RunStatus', 'run_status', 'status_report', 'slurm_cli']
+           'task_time', 'nbs_dir', 'notebook_parameters', 'parse_param', 'notebook_params', 'IPCKernelManager',
+           'run_notebook', 'task_config', 'task_params', 'shard_ids', 'array_spec', 'sbatch_options', 'job_script',
+           'SlurmError', 'slurm_command', 'partitions', 'check_partition', 'sbatch_test', 'sbatch', 'job_states',
+           'slurm_dir', 'read_submissions', 'record_submission', 'submission_jobs', 'active_jobs', 'SubjectPlan',
+           'plan_subject', 'describe', 'submit', 'exit_record', 'log_tail', 'RunStatus', 'run_status', 'status_report',
+           'slurm_cli']
 
 # %% ../nbs/06_slurm.ipynb #f0825d89
 import papermill as pm
@@ -122,7 +122,7 @@ def nbs_dir(path=None # the folder holding 03_search.ipynb and 04_metrics.ipynb;
                                 "secondsight checkout. Run secondsight-slurm in the checkout, or pass --nbs DIR.")
     return d.resolve()
 
-def notebook_parameters(nb)->dict:  # 04_metrics's; 03_search's are `SearchConfig`'s fields
+def notebook_parameters(nb)->dict:
     "A notebook's papermill parameters: name -> the type its parameters cell declares (papermill's `inspect_notebook`)."
     return {k: v['inferred_type_name'] for k, v in pm.inspect_notebook(str(nb)).items()}
 
@@ -143,19 +143,13 @@ SEARCH_OWN = dict(subj='--subj', shard='--shards', n_shards='--shards', out_dir=
                   dataset='--dataset', data_root='--data-root', models_dir='--models-dir')
 METRICS_OWN = {k: v for k, v in SEARCH_OWN.items() if k not in ('shard', 'n_shards')}
 
-def field_kind(f)->str:
-    "The type name a `SearchConfig` field's value is read as ('int|None' -> 'int'; a tuple is given as a list)"
-    kind = [t.strip() for t in str(f.type).split('|') if t.strip() != 'None'][0]
-    return 'list' if kind == 'tuple' else kind
-
 def notebook_params(nb:Path,         # the notebook
                     pairs,            # (name, value string) pairs from the command line
                     reserved:dict,    # names the tool sets itself -> the option to use instead
                     flag:str='-p',    # the option, for messages
                    )->dict:
-    "The `pairs` checked against the notebook's parameters (03_search: `SearchConfig`'s fields) and converted to their types."
-    known, out = (({f.name: field_kind(f) for f in fields(SearchConfig)}, {}) if nb.name == '03_search.ipynb'
-                  else (notebook_parameters(nb), {}))
+    "The `pairs` checked against the notebook's parameters and converted to their declared types."
+    known, out = notebook_parameters(nb), {}
     for name, value in pairs:
         if name in reserved: raise ValueError(f"{flag} {name}: secondsight-slurm sets {name} itself; use {reserved[name]} instead.")
         if name not in known: raise ValueError(f"{flag} {name}: {nb.name} has no parameter {name!r}; it has {', '.join(known)} "
