@@ -18,11 +18,11 @@ from skimage.metrics import structural_similarity
 
 # %% auto #0
 __all__ = ['SUBJECTS', 'DATASETS', 'check_subject', 'subj_name', 'project_root', 'data_dir', 'cache_dir', 'runs_dir',
-           'weights_dir', 'shown', 'default_device', 'announce', 'cli_error', 'atomic_write', 'file_lock', 'cache_key',
-           'manifest_path', 'read_json', 'is_current', 'cached', 'size_hw', 'resize_uint8', 'resize', 'as_images',
-           'to_uint8', 'save_image', 'load_image', 'derive_seed', 'sample_seeds', 'seeded', 'as_tensor',
-           'standardize_rows', 'broadcast', 'mean_query', 'pearson_matrix', 'brain_scores', 'rows64', 'pearson_rows',
-           'voxel_corr', 'to_gray', 'ssim_rows', 'top1_hits', 'retrieval_top1']
+           'weights_dir', 'shown', 'default_device', 'announce', 'cli_error', 'message_first', 'atomic_write',
+           'file_lock', 'cache_key', 'manifest_path', 'read_json', 'is_current', 'cached', 'size_hw', 'resize_uint8',
+           'resize', 'as_images', 'to_uint8', 'save_image', 'load_image', 'derive_seed', 'sample_seeds', 'seeded',
+           'as_tensor', 'standardize_rows', 'broadcast', 'mean_query', 'pearson_matrix', 'brain_scores', 'rows64',
+           'pearson_rows', 'voxel_corr', 'to_gray', 'ssim_rows', 'top1_hits', 'retrieval_top1']
 
 # %% ../nbs/00_core.ipynb #646c311f
 SUBJECTS = (1, 2, 5, 7)  # the subjects of Second Sight / MindEye / Brain-Diffuser
@@ -104,6 +104,22 @@ def cli_error(prog:str, # the console script's name
     "Report `err` as one line on stderr, `prog: error: message`, and return the exit status"
     print(f"{prog}: error: {err}", file=sys.stderr)
     return 2
+
+# %% ../nbs/00_core.ipynb #91a5f7a1
+def message_first(shell=None # an IPython shell; None: the running one (nothing happens outside IPython)
+                 )->bool: # whether it was installed
+    "Make IPython show an exception's one-line message before its traceback (Jupyter, papermill)."
+    if shell is None:
+        try: from IPython import get_ipython
+        except ImportError: return False
+        shell = get_ipython()
+    if shell is None: return False
+    def show(self, etype, value, tb, tb_offset=None):
+        stb = [f"{etype.__name__}: {value}", ''] + self.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset)
+        self._showtraceback(etype, value, stb)       # what Jupyter displays and papermill quotes
+        return stb
+    shell.set_custom_exc((Exception,), show)
+    return True
 
 # %% ../nbs/00_core.ipynb #98d88268
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from filelock import Timeout
 from tqdm import tqdm
 from safetensors.torch import save_file, load_file
 from .data import ROIS, noise_ceiling
@@ -156,19 +157,27 @@ def _part(parts:Path, start:int) -> Path: return parts / f'rows{start:09d}.npy'
 def _rows_key(key:dict, n_rows:int, n_cols:int, dtype) -> dict:
     return cache_key(**key, shape=[int(n_rows), int(n_cols)], dtype=np.dtype(dtype).name)
 
-def _compute_chunks(parts, n_rows, n_cols, dtype, compute, chunk, shard, n_shards, progress, desc):
-    "Compute this shard's missing chunks, each written atomically as its own .npy"
+def _compute_chunks(parts, n_rows, n_cols, dtype, compute, chunk, shard, n_shards, progress, desc, assembled=lambda: False):
+    "Compute this shard's missing chunks, each under its claim (skipped while another process holds it, then waited for)"
     mine = list(range(0, n_rows, chunk))[shard::n_shards]
-    todo = [s for s in mine if not _part(parts, s).exists()]
     rows = lambda starts: sum(min(n_rows, s + chunk) - s for s in starts)
-    with tqdm(total=rows(mine), initial=rows(mine) - rows(todo), disable=not progress, desc=desc) as bar:
-        for s in todo:
+    todo = [s for s in mine if not _part(parts, s).exists()]
+    def one(s, timeout):
+        claim = file_lock(_part(parts, s), timeout=timeout)
+        try: claim.acquire()
+        except Timeout: return False
+        try:
             stop = min(n_rows, s + chunk)
-            a = np.asarray(compute(s, stop), dtype=dtype)
-            if a.shape != (stop - s, n_cols):
-                raise ValueError(f"[{desc}] rows {s}:{stop} came out with shape {a.shape}, expected {(stop - s, n_cols)}.")
-            with atomic_write(_part(parts, s)) as tmp: np.save(tmp, a)
-            bar.update(stop - s)
+            if not (_part(parts, s).exists() or assembled()):   # checked under the claim: its holder may have finished it
+                a = np.asarray(compute(s, stop), dtype=dtype)
+                if a.shape != (stop - s, n_cols):
+                    raise ValueError(f"[{desc}] rows {s}:{stop} came out with shape {a.shape}, expected {(stop - s, n_cols)}.")
+                with atomic_write(_part(parts, s)) as tmp: np.save(tmp, a)
+        finally: claim.release()
+        bar.update(stop - s)
+        return True
+    with tqdm(total=rows(mine), initial=rows(mine) - rows(todo), disable=not progress, desc=desc) as bar:
+        for s in [s for s in todo if not one(s, 0)]: one(s, -1)
 
 # %% ../nbs/01_encoders.ipynb #2ef48342
 def _assemble_rows(path, parts, key, n_rows, n_cols, dtype, chunk, desc):
@@ -204,7 +213,7 @@ def _cached_rows(path:Path, # final .npy file
     with file_lock(parts):   # chunks made for another key (or chunk size) are stale
         if read_json(parts / 'key.json') != pkey: shutil.rmtree(parts, ignore_errors=True)
         if not parts.exists(): _write_json(parts / 'key.json', pkey)
-    _compute_chunks(parts, n_rows, n_cols, dtype, compute, chunk, shard, n_shards, progress, desc)
+    _compute_chunks(parts, n_rows, n_cols, dtype, compute, chunk, shard, n_shards, progress, desc, lambda: is_current(path, key))
     return _assemble_rows(path, parts, key, n_rows, n_cols, dtype, chunk, desc)
 
 # %% ../nbs/01_encoders.ipynb #5b0b3fde

@@ -569,15 +569,15 @@ def decoder_retrieval(subject, # a `secondsight.data.Subject`
                       decoders:dict, # name -> decoder (`get_decoder`: `LinearDecoder`, `MindEyeDecoder`)
                       embeddings, # (n_images, d) image embeddings, row = nsd_id (`image_embeddings`)
                       n_way:int=300, n_draws:int=30, seed:int=0) -> pd.DataFrame:
-    "Top-1 retrieval of each decoder on the subject's test set: MindEye's n-way (30 draws) and over the whole set"
+    "Top-1 retrieval of each decoder on the subject's test set: MindEye's n-way (30 draws, when the set is larger) and over the whole set"
     ids = np.asarray(subject.test_nsd_ids)
     betas = torch.as_tensor(np.asarray(subject.test_betas(mode='average')), dtype=torch.float32)
     truth, rows = np.asarray(embeddings[ids], dtype=np.float32), {}
     for name, dec in decoders.items():
         out = dec.project(betas.to(next(dec.parameters()).device)).float().cpu()
-        for label, k in ((f'{n_way}-way', n_way), ('all', None)):
+        for k in ([n_way] if n_way < len(ids) else []) + [None]:   # n-way only when the test set is larger (else = all)
             r = retrieval_top1(out, truth, k, n_draws, seed)
-            rows[(name, label)] = dict(brain_to_image=r['brain_to_image'], image_to_brain=r['image_to_brain'], n_way=r['n_way'], chance=r['chance'])
+            rows[(name, 'all' if k is None else f"{r['n_way']}-way")] = {c: r[c] for c in ('brain_to_image', 'image_to_brain', 'n_way', 'chance')}
     return pd.DataFrame(rows).T.rename_axis(['decoder', 'candidates'])
 
 # %% ../nbs/04_metrics.ipynb #2a5b5a1d

@@ -157,3 +157,24 @@ def test_rebuilt_stimuli_invalidate_the_embeddings(tmp_path, monkeypatch):
     s2 = load_subject(1, data_root=root, progress=False)
     with pytest.warns(UserWarning, match='recomputed'): image_embeddings(s2, emb, progress=False)
     assert emb.n == 2 * n
+
+
+WHOLE = ("from secondsight.data import load_subject; from secondsight.demo import demo_embedder; "
+         "from secondsight.encoders import image_embeddings; "
+         f"s = load_subject(1, data_root={str(DEMO_ROOT)!r}, progress=False); emb = demo_embedder(); n = [0]; "
+         "f = emb.embed; emb.embed = lambda x: (n.__setitem__(0, n[0] + len(x)), f(x))[1]; "
+         "r = image_embeddings(s, emb, chunk=512, progress=False); print(n[0], r is not None and r.shape[0])")
+
+
+def test_concurrent_whole_matrix_requests_share_chunks(subject, tmp_path):
+    """Two processes that each need the whole matrix (search shards started without the prepare step) claim chunks
+    as the runner claims images: together they embed every image exactly once, and both return the whole matrix."""
+    env = dict(os.environ, SECONDSIGHT_DATA=str(tmp_path), OMP_NUM_THREADS='1')
+    procs = [subprocess.Popen([sys.executable, '-c', WHOLE], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert [int(o[1]) for o in outs] == [subject.n_images] * 2                       # both got the whole matrix
+    assert sum(int(o[0]) for o in outs) == subject.n_images, outs                    # no image embedded twice
+    parts = subject.brick_cache_dir / 'embeddings' / f'{demo_embedder().name}.parts'
+    assert not parts.exists()                                                        # chunks and their claims gone

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import papermill as pm
+from papermill.exceptions import strip_color
 import pytest
 
 from secondsight import metrics as M
@@ -119,9 +120,21 @@ def test_notebook_through_papermill(run1, tmp_path):
     pm.execute_notebook(str(NB), str(tmp_path / 'out.ipynb'), parameters=dict(out_dir=str(d)), cwd=str(NB.parent),
                         kernel_name='python3', progress_bar=False)
     assert (d / 'metrics' / 'subj01_table.md').is_file()
-    with pytest.raises(pm.PapermillExecutionError, match="Unknown metric convention 'mindeye'"):
+    with pytest.raises(pm.PapermillExecutionError, match="Unknown metric convention 'mindeye'") as e:
         pm.execute_notebook(str(NB), str(tmp_path / 'bad.ipynb'), parameters=dict(out_dir=str(d), convention='mindeye'),
                             cwd=str(NB.parent), kernel_name='python3', progress_bar=False)
+    assert "Unknown metric convention 'mindeye'" in strip_color(e.value.traceback[0])     # the message first
+
+
+def test_notebook_without_metric_weights(run1, tmp_path, monkeypatch):
+    "04 through papermill with no metric network on disk: pretrained weights requested fail with the one-line MetricWeightsError first."
+    d = copy(run1, tmp_path)
+    monkeypatch.setenv('SECONDSIGHT_WEIGHTS', str(tmp_path / 'no_weights')); monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'no_hub'))
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        pm.execute_notebook(str(NB), str(tmp_path / 'out.ipynb'), parameters=dict(out_dir=str(d), weights='pretrained'),
+                            cwd=str(NB.parent), kernel_name='python3', progress_bar=False)
+    assert e.value.ename == 'MetricWeightsError' and "weights='random'" in strip_color(e.value.traceback[0]), e.value.traceback[0]
+    assert not (d / 'metrics').exists()
 
 
 def test_models_dir_reaches_the_metric_networks(run1, tmp_path):

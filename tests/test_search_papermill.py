@@ -4,6 +4,7 @@ import json, os, subprocess, sys
 from pathlib import Path
 
 import papermill as pm
+from papermill.exceptions import strip_color
 import pytest
 
 NB = Path(__file__).resolve().parents[1] / 'nbs' / '03_search.ipynb'
@@ -45,6 +46,7 @@ def test_small_demo_run(tmp_path, monkeypatch):
 def test_invalid_parameters(tmp_path, params, message):
     with pytest.raises(pm.PapermillExecutionError) as e: run(tmp_path, out_dir=str(tmp_path / 'run'), **params)
     assert message in str(e.value)
+    assert message in strip_color(e.value.traceback[0])   # the one-line message first, above the traceback (message_first)
     assert not (tmp_path / 'run').exists()          # failed before any work
 
 
