@@ -9,13 +9,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 from tqdm import tqdm
 from .core import subj_name, seeded
 from .encoders import MODEL_CLASSES, ridge_fit, trial_data
 
 # %% auto #0
 __all__ = ['DECODERS', 'LinearDecoder', 'fit_ridge_decoder', 'MindEyeDecoder', 'soft_clip_loss', 'mixco', 'bimixco_loss',
-           'fit_mindeye', 'train_decoder']
+           'fit_mindeye', 'BrainPrior', 'train_decoder']
 
 # %% ../nbs/01b_decoders.ipynb #b097c4b1
 class LinearDecoder(nn.Module):
@@ -44,20 +45,25 @@ MODEL_CLASSES['LinearDecoder'] = LinearDecoder
 # %% ../nbs/01b_decoders.ipynb #2fcd9c97
 class MindEyeDecoder(nn.Module):
     "Betas (B, nvox) -> embeddings (B, d): MindEye's residual MLP backbone, plus a projector for the contrastive loss"
-    def __init__(self, nvox:int, d_out:int, hidden:int=4096, n_blocks:int=4, dropout:float=0.15):
+    def __init__(self, nvox:int, d_out:int, hidden:int=4096, n_blocks:int=4, dropout:float=0.15, prior:dict|None=None):
         super().__init__()
-        self.config = dict(nvox=int(nvox), d_out=int(d_out), hidden=int(hidden), n_blocks=int(n_blocks), dropout=float(dropout))
+        self.config = dict(nvox=int(nvox), d_out=int(d_out), hidden=int(hidden), n_blocks=int(n_blocks), dropout=float(dropout), prior=prior)
         block = lambda p: [nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(p)]
         self.lin0 = nn.Sequential(nn.Linear(nvox, hidden), *block(0.5))
         self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(hidden, hidden), *block(dropout)) for _ in range(n_blocks)])
         self.lin1 = nn.Linear(hidden, d_out)
         self.projector = nn.Sequential(nn.LayerNorm(d_out), nn.GELU(), nn.Linear(d_out, d_out))
+        self.prior = BrainPrior(d_out, **prior) if prior else None   # MindEye's diffusion prior (below), trained jointly
 
     def forward(self, x):                                  # the embedding that conditions the generator (MSE-trained)
         h = self.lin0(x)
         for b in self.blocks: h = h + b(h)
         return self.lin1(h)
     def project(self, x): return self.projector(self.forward(x))   # the space retrieval compares in (contrastive)
+    def decode(self, x, guidance_scale:float=1.0, steps:int|None=None, seed:int=0):
+        "The embedding that conditions the generator: the prior's sample given the backbone's output (without a prior: the output)"
+        e = self.forward(x)
+        return self.prior.sample(e, guidance_scale, steps, seed) if self.prior is not None else e
 
 MODEL_CLASSES['MindEyeDecoder'] = MindEyeDecoder
 
@@ -83,28 +89,31 @@ def bimixco_loss(preds, targs, perm, lam, temp:float=0.006):
     return -((labels * logits.log_softmax(-1)).sum(-1).mean() + (labels.T * logits.T.log_softmax(-1)).sum(-1).mean()) / 2
 
 # %% ../nbs/01b_decoders.ipynb #a85eed17
-def _mindeye_loss(model, xb, yb, mixing:bool, rng, temp, mse_weight, scale):
-    "One batch's loss: BiMixCo on voxel-mixed betas (mixing phase) or SoftCLIP, plus the relative MSE of the output"
+def _mindeye_loss(model, xb, yb, mixing:bool, rng, temp, mse_weight, scale, prior_weight=30.0):
+    "One batch's loss: BiMixCo on voxel-mixed betas (mixing phase) or SoftCLIP, plus the relative MSE of the output (and the prior's loss)"
     if mixing:
         xb, perm, lam = mixco(xb, rng)
         emb = model(xb); loss = bimixco_loss(model.projector(emb), yb, perm, lam, temp)
         yb = lam[:, None] * yb + (1 - lam[:, None]) * yb[perm]          # the mixed input's embedding target
     else: emb = model(xb); loss = soft_clip_loss(model.projector(emb), yb, temp)
+    if model.prior is not None: loss = loss + prior_weight * model.prior.loss(emb, yb)   # MindEye: NCE + 30 x prior
     return loss + mse_weight * F.mse_loss(emb, yb) / scale
 
 @torch.no_grad()
-def _mindeye_val(model, xv, yv, temp, mse_weight, scale, device) -> float:
+def _mindeye_val(model, xv, yv, temp, mse_weight, scale, device, prior_weight=30.0) -> float:
     model.eval(); emb = model(xv.to(device)); yv = yv.to(device)
-    return float(soft_clip_loss(model.projector(emb), yv, temp) + mse_weight * F.mse_loss(emb, yv) / scale)
+    p = prior_weight * model.prior.loss(emb, yv, torch.Generator().manual_seed(0)) if model.prior is not None else 0.0   # fixed draws
+    return float(soft_clip_loss(model.projector(emb), yv, temp) + mse_weight * F.mse_loss(emb, yv) / scale + p)
 
 # %% ../nbs/01b_decoders.ipynb #6d62c82c
 def fit_mindeye(model:MindEyeDecoder, x, y, xv, yv, # training betas/embeddings, then the validation pair
                 epochs:int=240, lr:float=3e-4, batch_size:int=300, weight_decay:float=1e-2,
-                mixup_pct:float=1/3, temp:float=0.006, mse_weight:float=1.0, patience:int=20,
+                mixup_pct:float=1/3, temp:float=0.006, mse_weight:float=1.0, prior_weight:float=30.0, patience:int=20,
                 seed:int=0, device='cpu', progress:bool=True, desc:str='MindEye decoder') -> dict:
     "Train a MindEye-style decoder (BiMixCo, then SoftCLIP, plus MSE); leaves the best-validation weights in `model`"
     x, y, xv, yv = (torch.as_tensor(np.asarray(a, np.float32)) for a in (x, y, xv, yv))
     scale, rng, mix_epochs = float(y.pow(2).mean()), np.random.default_rng(seed), int(mixup_pct * epochs)
+    if model.prior is not None: model.prior.set_scale(y)              # the prior's standardisation: training targets
     model.to(device); opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     hist, best, best_state, bad, t0 = dict(train_loss=[], val_loss=[], best_epoch=-1), math.inf, None, 0, time.time()
     dev = torch.device(device)
@@ -113,14 +122,62 @@ def fit_mindeye(model:MindEyeDecoder, x, y, xv, yv, # training betas/embeddings,
         for epoch in (bar := tqdm(range(epochs), disable=not progress, desc=desc, leave=False)):
             model.train(); total = 0.0
             for idx in torch.from_numpy(rng.permutation(len(x))).split(batch_size):
-                loss = _mindeye_loss(model, x[idx].to(device), y[idx].to(device), epoch < mix_epochs, rng, temp, mse_weight, scale)
+                loss = _mindeye_loss(model, x[idx].to(device), y[idx].to(device), epoch < mix_epochs, rng, temp, mse_weight, scale, prior_weight)
                 opt.zero_grad(); loss.backward(); opt.step(); total += loss.item() * len(idx)
-            hist['train_loss'].append(total / len(x)); hist['val_loss'].append(v := _mindeye_val(model, xv, yv, temp, mse_weight, scale, device))
+            hist['train_loss'].append(total / len(x)); hist['val_loss'].append(v := _mindeye_val(model, xv, yv, temp, mse_weight, scale, device, prior_weight))
             bar.set_postfix(train=f"{hist['train_loss'][-1]:.3f}", val=f"{v:.3f}")
             if v < best: best, bad, hist['best_epoch'], best_state = v, 0, epoch, {k: t.detach().clone() for k, t in model.state_dict().items()}
             elif epoch >= mix_epochs and (bad := bad + 1) >= patience: break
     model.load_state_dict(best_state); model.eval()
     return dict(hist, epochs=len(hist['val_loss']), seconds=time.time() - t0)
+
+# %% ../nbs/01b_decoders.ipynb #ccb245e4
+class BrainPrior(nn.Module):
+    "A diffusion prior from a brain embedding to the image embedding (diffusers `PriorTransformer`, DDPM, x0-prediction)"
+    def __init__(self, d:int, layers:int=6, heads:int=16, head_dim:int=64, timesteps:int=100, cond_drop:float=0.2):
+        super().__init__()
+        from diffusers import PriorTransformer
+        self.config = dict(d=int(d), layers=int(layers), heads=int(heads), head_dim=int(head_dim), timesteps=int(timesteps), cond_drop=float(cond_drop))
+        self.net = PriorTransformer(num_attention_heads=heads, attention_head_dim=head_dim, num_layers=layers, embedding_dim=d,
+                                    num_embeddings=0, additional_embeddings=4, encoder_hid_proj_type=None, added_emb_type='prd')
+        self.null = nn.Parameter(torch.zeros(d))                  # the dropped condition (classifier-free guidance)
+        self.register_buffer('mean', torch.zeros(d)); self.register_buffer('std', torch.ones(d))
+    def scheduler(self):
+        from diffusers import DDPMScheduler
+        return DDPMScheduler(num_train_timesteps=self.config['timesteps'], beta_schedule='squaredcos_cap_v2', prediction_type='sample', clip_sample=False)
+    def set_scale(self, targets):
+        "Standardise with these (training) targets' per-dimension mean and std"
+        t = torch.as_tensor(np.asarray(targets, np.float32)); self.mean.copy_(t.mean(0)); self.std.copy_(t.std(0).clamp_min(1e-6))
+    def predict(self, noisy, t, cond):
+        "The clean standardised target from a noised one at steps t, given standardised conditions"
+        return self.net(noisy, t, proj_embedding=cond).predicted_image_embedding
+
+# %% ../nbs/01b_decoders.ipynb #ef5d0c6d
+@patch
+def loss(self:BrainPrior, cond, target, generator=None)->torch.Tensor:
+    "The prior's mean-squared error on a batch: cond (B, d) brain embeddings, target (B, d) image embeddings"
+    c, y = (cond - self.mean) / self.std, (target - self.mean) / self.std
+    drop = torch.rand(len(c), generator=generator, device='cpu').to(c.device) < self.config['cond_drop']
+    c = torch.where(drop[:, None], self.null.expand_as(c), c)
+    t = torch.randint(0, self.config['timesteps'], (len(c),), generator=generator, device='cpu').to(c.device)
+    noise = torch.randn(y.shape, generator=generator, device='cpu').to(y.device)
+    return F.mse_loss(self.predict(self.scheduler().add_noise(y, noise, t), t, c), y)
+
+@patch
+@torch.no_grad()
+def sample(self:BrainPrior, cond, guidance_scale:float=1.0, steps:int|None=None, seed:int=0)->torch.Tensor:
+    "Image embeddings (B, d) sampled given brain embeddings (B, d): `steps` reverse steps (None: all), classifier-free guidance"
+    if guidance_scale < 1: raise ValueError(f"BrainPrior.sample: guidance_scale={guidance_scale}: expected >= 1 (1: no guidance).")
+    sch, g = self.scheduler(), torch.Generator().manual_seed(seed)
+    sch.set_timesteps(steps or self.config['timesteps'])
+    c = (torch.as_tensor(cond).float().to(self.mean.device) - self.mean) / self.std
+    x = torch.randn(c.shape, generator=g).to(c.device)
+    for t in sch.timesteps:
+        tt = torch.full((len(c),), int(t), device=c.device)
+        p = self.predict(x, tt, c)
+        if guidance_scale != 1: p = (u := self.predict(x, tt, self.null.expand_as(c))) + guidance_scale * (p - u)
+        x = sch.step(p, t, x, generator=g).prev_sample
+    return x * self.std + self.mean
 
 # %% ../nbs/01b_decoders.ipynb #f6d4d5d2
 DECODERS = ('ridge', 'mindeye')
@@ -136,7 +193,7 @@ def train_decoder(subject, # a `secondsight.data.Subject`
     yt, xt = trial_data(subject, embeddings, subject.train_trials)
     yv, xv = trial_data(subject, embeddings, subject.val_trials)
     if kind == 'ridge': return fit_ridge_decoder(xt, yt, xv, yv, device=device, **settings)
-    arch = {k: settings.pop(k) for k in ('hidden', 'n_blocks', 'dropout') if k in settings}
+    arch = {k: settings.pop(k) for k in ('hidden', 'n_blocks', 'dropout', 'prior') if k in settings}
     model = seeded(lambda: MindEyeDecoder(subject.nvox, yt.shape[1], **arch), seed)
     return model, fit_mindeye(model, xt, yt, xv, yv, seed=seed, device=device, progress=progress,
                               desc=f'MindEye decoder {subj_name(subject.subj)}', **settings)
