@@ -382,10 +382,10 @@ def check_partition(name:str|None, available:list):
     if name is not None and name not in available:
         _fail('partition', name, f"one of this cluster's partitions {available} (sinfo)", "Pass one of these (--partition), or none for the default.")
 
-def sbatch_test(script:str, what:str):
-    "Ask sbatch whether it would accept `script` (--test-only: nothing is submitted)."
+def sbatch_test(script:str, what:str, options:str='--time, --mem, --cpus and --gpus'):
+    "Ask sbatch whether it would accept `script` (--test-only: nothing is submitted); `options`: those that set its resources."
     try: slurm_command('sbatch', '--test-only', input=script)
-    except SlurmError as e: raise SlurmError(f"sbatch refuses the {what}: {e}. Check --partition, --account, --time, --mem and --gpus.") from None
+    except SlurmError as e: raise SlurmError(f"sbatch refuses the {what}: {e}. Check --partition, --account, {options}.") from None
 
 def sbatch(script:Path, *options:str)->str:
     "Submit the job script `script` with more `options`; returns the job id."
@@ -556,8 +556,10 @@ def submit(subjects,                        # subject numbers
     # 3. sbatch would accept each script, and no earlier job runs in a run folder
     from secondsight.core import subj_name
     for pl in plans:
-        for what, script in (('preparation script', pl.prepare_script), ('search array script', pl.search_script), ('04_metrics script', pl.metrics_script)):
-            if script: sbatch_test(script, f"{what} of {subj_name(pl.subj)}")
+        for what, script, options in (('preparation script', pl.prepare_script, '--prepare-time, --mem, --cpus and --gpus'),
+                                      ('search array script', pl.search_script, '--time, --mem, --cpus and --gpus'),
+                                      ('04_metrics script', pl.metrics_script, '--metrics-time, --metrics-mem, --metrics-cpus and --metrics-gpus')):
+            if script: sbatch_test(script, f"{what} of {subj_name(pl.subj)}", options)
         _check_idle(pl.out_dir)
     # 4. Per subject: claim the run folder, write the scripts, submit the preparation, the array after it, then 04_metrics
     return [_submit_plan(pl, slurm) for pl in plans]
