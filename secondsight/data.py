@@ -366,6 +366,7 @@ def get_dataset(name # a name in `DATASETS` ('demo', 'nsd'), or a `DataSet`
 def choose_dataset(subj:int, # NSD subject
                    dataset:str|None=None, # a name in `DATASETS`; None: choose (and say so)
                    data_root=None, # where an NSD mirror would be (None: `NSD.default_root()`)
+                   how:str='-p dataset nsd -p data_root DIR', # how the caller's user asks for NSD (in the message)
                   ) -> str:
     "`dataset`, or 'nsd' when a mirror holds `subj`'s files, else 'demo'"
     if dataset is not None: return get_dataset(dataset).name
@@ -374,7 +375,7 @@ def choose_dataset(subj:int, # NSD subject
     root = Path(data_root) if data_root is not None else NSD.default_root()
     if NSD.has_subject(root, subj):
         announce(f"data set: nsd ({subj_name(subj)}'s files are in {shown(root)})"); return 'nsd'
-    announce(f"data set: demo (no NSD files of {subj_name(subj)} in {shown(root)}; for NSD pass -p dataset nsd -p data_root DIR)")
+    announce(f"data set: demo (no NSD files of {subj_name(subj)} in {shown(root)}; for NSD pass {how})")
     return 'demo'
 
 # %% ../nbs/00_data.ipynb #3f81844f

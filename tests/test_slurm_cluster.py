@@ -4,9 +4,12 @@ localhost with this machine's cores, no GPU, private ports, sockets and state in
 A demo run of 6 images in 3 shards is submitted with the console script; one task is requeued after its first image
 (SLURM kills it and runs it again, as after a preemption); then every image is finished exactly once, by its own shard,
 the images finished before the requeue are unchanged, 04_metrics ran after the array, `status` reports it all, and
-nothing is left running. Bad inputs fail before anything is submitted. Without SLURM (or without root, which slurmd
+nothing is left running. A second run goes through every state `status` reports (pending, running, failed after a
+kill, cancelled, timed out, 04_metrics cancelled by its dependency) with exit status 1 once a shard failed, and no lock
+file is left by the killed task; an unprepared subject's array waits for its preparation job. Bad inputs fail before
+anything is submitted. Without SLURM (or without root, which slurmd
 needs to start jobs) the tests are skipped and say why; `.ci/run` installs the packages."""
-import hashlib, json, os, shutil, signal, socket, subprocess, sys, time
+import hashlib, json, os, re, shutil, signal, socket, subprocess, sys, time
 from datetime import datetime
 from pathlib import Path
 
@@ -150,7 +153,7 @@ def runs(tmp_path, monkeypatch):
 
 
 SMALL = dict(n_images=6, n_iter=2, n_samples=12, n_branches=2)
-CPU = dict(gpus=0, cpus=1, mem='2G', time='20')
+CPU = dict(gpus=0, cpus=1, mem='2G', time='20', metrics_cpus=1, metrics_mem='2G')
 
 
 def test_an_unknown_partition_and_a_gpu_request_fail_before_submitting(cluster, runs):
@@ -158,6 +161,8 @@ def test_an_unknown_partition_and_a_gpu_request_fail_before_submitting(cluster, 
         submit([1], 3, SlurmConfig(partition='gpu', **CPU), SMALL)
     with pytest.raises(SlurmError, match=r"sbatch refuses the search array script of subj01: .*Invalid generic resource"):
         submit([1], 3, SlurmConfig(**CPU | dict(gpus=1)), SMALL)    # this node has no GPU
+    with pytest.raises(SlurmError, match=r"sbatch refuses the search array script of subj01: "):
+        submit([1], 3, SlurmConfig(**CPU | dict(gpus=1, gpus_per_task=True)), SMALL)   # --gpus-per-task=1: no GPU either
     assert cluster.squeue() == {}
     assert not (runs / 'demo' / 'subj01' / 'slurm').exists()
 
@@ -215,7 +220,7 @@ def test_a_demo_run_with_a_requeued_task(cluster, runs):
     env = dict(os.environ)
     t0 = time.time()
     cmd = [CLI, 'submit', '--subj', '1', '--shards', '3', '--gpus', '0', '--cpus', '1', '--mem', '2G', '--time', '20',
-           '--partition', cluster.partition] + [a for k, v in SMALL.items() for a in ('-p', k, str(v))]
+           '--metrics-cpus', '1', '--metrics-mem', '2G', '--partition', cluster.partition] + [a for k, v in SMALL.items() for a in ('-p', k, str(v))]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     run = runs / 'demo' / 'subj01'
@@ -228,8 +233,10 @@ def test_a_demo_run_with_a_requeued_task(cluster, runs):
     assert again.returncode == 2 and 'still has jobs of its previous submission' in again.stderr, again.stderr[-2000:]
     assert {j.split('_')[0] for j in cluster.squeue()} <= {array, sub['metrics_job']}
 
-    # 1. one task is requeued (killed and queued again by SLURM) after its first image
+    # 1. one task is requeued (killed and queued again by SLURM) after its first image; status shows it REQUEUED
     k, done, before = requeue_mid_run(cluster, run, array, shards)
+    r = run_status_cli(run)
+    assert r.returncode == 0 and 'failed:' not in r.stdout, r.stdout + r.stderr
     # 2. everything runs to the end
     try: cluster.wait_idle(timeout=1200)
     except TimeoutError as e: pytest.fail(f"{e}\n{status(run)}")
@@ -252,11 +259,17 @@ def test_a_demo_run_with_a_requeued_task(cluster, runs):
 
     # the requeued task ran twice, appending to its log; every job ended with exit code 0
     d = run / 'slurm'
-    assert (d / f'search_{k}.log').read_text().count(f'search_{k} started') == 2
+    log = (d / f'search_{k}.log').read_text()
+    assert log.count(f'search_{k} started') == 2 and 'runs secondsight-slurm task: secondsight.run.run_subject of' in log
+    # each task's closing line counts its own shard: the requeued one found the images its first attempt finished
+    assert f'shard {k}: {2 - len(done)} reconstructed, {len(done)} found done, 0 failed, of 2 images' in log, log[-3000:]
+    for s in {0, 1, 2} - {k}: assert f'shard {s}: 2 reconstructed, 0 found done, 0 failed' in (d / f'search_{s}.log').read_text()
     records = {n: json.loads((d / f'{n}.exit').read_text()) for n in ('search_0', 'search_1', 'search_2', 'metrics')}
     assert {n: r['exit_code'] for n, r in records.items()} == dict.fromkeys(records, 0)
     assert records[f'search_{k}']['attempt'] == 2 and records[f'search_{k}']['job'] == f'{array}_{k}'
-    for n in records: assert (d / f'{n}.ipynb').is_file() and (d / f'{n}.log').is_file()
+    for n in records: assert (d / f'{n}.log').is_file()
+    assert sorted(p.name for p in d.glob('*.ipynb')) == ['metrics.ipynb']               # the search runs no notebook
+    assert [p.name for p in run.rglob('*.lock')] == []
 
     # 04_metrics started after the last task ended, and wrote its tables
     last = max(datetime.fromisoformat(records[f'search_{s}']['ended']) for s in range(3))
@@ -266,6 +279,88 @@ def test_a_demo_run_with_a_requeued_task(cluster, runs):
     # nothing of the jobs is left running
     assert cluster.squeue() == {}
     assert [p for p in job_processes(f"SECONDSIGHT_RUNS={runs}") if p != os.getpid()] == []
+
+
+def run_status_cli(run):
+    return subprocess.run([CLI, 'status', str(run), '--lines', '15'], capture_output=True, text=True, timeout=300)
+
+
+def wait_for(what, ok, timeout=300, run=None):
+    t0 = time.time()
+    while not ok():
+        if time.time() - t0 > timeout: pytest.fail(f"{what}: not within {timeout} s" + (f"\n{status(run)}" if run else ''))
+        time.sleep(0.5)
+
+
+def task_pid(marker:str)->int|None:
+    "The Python process of a running task (`secondsight-slurm task`) whose environment holds `marker`"
+    for pid in job_processes(marker):
+        try: cmd = Path(f'/proc/{pid}/cmdline').read_bytes().split(b'\0')
+        except OSError: continue
+        if b'task' in cmd and any(b'python' in c for c in cmd[:1]): return pid
+    return None
+
+
+def test_status_in_each_state(cluster, runs):
+    "Long tasks with a 1-minute limit: shard 0 times out, shard 1 is killed, shard 2 is cancelled while pending; 04_metrics never runs"
+    cmd = [CLI, 'submit', '--subj', '1', '--shards', '3', '--gpus', '0', '--cpus', '1', '--mem', '2G', '--time', '1',
+           '--metrics-cpus', '1', '--metrics-mem', '2G', '--partition', cluster.partition, '-p', 'n_images', '6', '-p', 'n_iter', '500', '-p', 'n_samples', '12', '-p', 'n_branches', '2']
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = runs / 'demo' / 'subj01'
+    sub = json.loads((run / 'slurm' / 'jobs.json').read_text())['submissions'][-1]
+    array, shards, q = sub['array_job'], sub['shards'], cluster.squeue
+    # pending and running: two tasks on the node's two CPUs, the third waits; nothing failed yet
+    wait_for('two tasks running', lambda: [q().get(f'{array}_{k}', ('',))[0] for k in range(3)] == ['RUNNING', 'RUNNING', 'PENDING'], run=run)
+    r = run_status_cli(run)
+    rows = {l.split()[0]: l.split()[3] for l in r.stdout.splitlines() if re.match(r'\s+\d\s', l)}
+    assert (r.returncode, rows) == (0, {'0': 'RUNNING', '1': 'RUNNING', '2': 'PENDING'}), r.stdout + r.stderr
+    assert '04_metrics: PENDING' in r.stdout
+    # shard 1's Python is killed once it holds a claim (SIGKILL: nothing of it can clean up)
+    marker = f'SLURM_JOB_ID={q()[f"{array}_1"][2]}'
+    wait_for("shard 1's first claim", lambda: any((run / '.claims' / f'{i:05d}.lock').exists() for i in shards[1]) and task_pid(marker), run=run)
+    os.kill(task_pid(marker), signal.SIGKILL)
+    wait_for('shard 1 failed', lambda: (run / 'slurm' / 'search_1.exit').is_file(), run=run)
+    subprocess.run(['scancel', f'{array}_2'], check=True)              # shard 2, still pending, cancelled
+    r = run_status_cli(run)
+    assert r.returncode == 1, r.stdout + r.stderr                       # a shard failed: exit status 1
+    assert re.search(r'\n\s+1\s+2\s+0\s+FAILED \(exit code 137\)', r.stdout) and 'failed: shard 1 (job ' in r.stdout, r.stdout
+    assert 'still queued or running: wait for them' in r.stdout and 'Run the same' not in r.stdout, r.stdout   # shard 0 still runs
+    assert [p for i in shards[1] for p in [run / '.claims' / f'{i:05d}.lock'] if p.exists()] == []   # the killed task's claim is gone
+    assert not (run / 'config.json.lock').exists()
+    # shard 0 reaches its time limit; 04_metrics, waiting for a complete array, is cancelled by its dependency
+    try: cluster.wait_idle(timeout=300)
+    except TimeoutError as e: pytest.fail(f"{e}\n{status(run)}")
+    r = run_status_cli(run)
+    rows = {l.split()[0]: l.split()[3] for l in r.stdout.splitlines() if re.match(r'\s+\d\s', l)}
+    assert (r.returncode, rows) == (1, {'0': 'TIMEOUT', '1': 'FAILED', '2': 'CANCELLED'}), r.stdout + r.stderr
+    assert '04_metrics: CANCELLED' in r.stdout and 'failed: 04_metrics' in r.stdout and 'Run the same `secondsight-slurm submit`' in r.stdout
+    assert 'ENDED' not in r.stdout
+    assert [p.name for p in run.rglob('*.lock')] == []                  # no lock file left by the killed or timed-out tasks
+    assert [p for p in job_processes(f"SECONDSIGHT_RUNS={runs}") if p != os.getpid()] == []
+
+
+def test_an_unprepared_subject_waits_for_its_preparation(cluster, runs, tmp_path, monkeypatch):
+    "An empty cache (the demo's data linked): a preparation job first, the array pending on it; cancelling it cancels the array"
+    data = tmp_path / 'data'; data.mkdir()
+    (data / 'demo_nsd').symlink_to(ROOT / 'data' / 'demo_nsd')
+    monkeypatch.setenv('SECONDSIGHT_DATA', str(data))
+    cmd = [CLI, 'submit', '--subj', '5', '--shards', '2', '--gpus', '0', '--cpus', '1', '--mem', '2G', '--time', '20', '--no-metrics',
+           '--partition', cluster.partition] + [a for k, v in SMALL.items() for a in ('-p', k, str(v))]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, env=dict(os.environ))
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = runs / 'demo' / 'subj05'
+    sub = json.loads((run / 'slurm' / 'jobs.json').read_text())['submissions'][-1]
+    assert f"preparation job {sub['prepare_job']}, array job {sub['array_job']}" in r.stdout
+    waiting = lambda: [cluster.squeue().get(f"{sub['array_job']}_{k}", ('', ''))[:2] for k in range(2)] == [('PENDING', 'Dependency')] * 2
+    wait_for('the array waiting for the preparation', waiting, timeout=60, run=run)
+    st = run_status_cli(run)
+    assert f"secondsight-prepare (job {sub['prepare_job']}): " in st.stdout and st.returncode == 0, st.stdout + st.stderr
+    subprocess.run(['scancel', sub['prepare_job']], check=True)
+    try: cluster.wait_idle(timeout=120)                                  # the array is cancelled with it (kill-on-invalid-dep)
+    except TimeoutError as e: pytest.fail(f"{e}\n{status(run)}")
+    st = run_status_cli(run)
+    assert st.returncode == 1 and 'failed: secondsight-prepare' in st.stdout and 'CANCELLED' in st.stdout, st.stdout
 
 
 def test_the_daemons_stop(cluster):
