@@ -11,12 +11,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 from tqdm import tqdm
-from .core import subj_name, seeded
+from typing import Sequence
+from .core import subj_name, seeded, sample_seeds
 from .encoders import MODEL_CLASSES, ridge_fit, trial_data
 
 # %% auto #0
-__all__ = ['DECODERS', 'LinearDecoder', 'fit_ridge_decoder', 'MindEyeDecoder', 'soft_clip_loss', 'mixco', 'bimixco_loss',
-           'fit_mindeye', 'BrainPrior', 'train_decoder']
+__all__ = ['DECODERS', 'LinearDecoder', 'fit_ridge_decoder', 'residual_mlp', 'run_trunk', 'MindEyeDecoder', 'soft_clip_loss',
+           'mixco', 'bimixco_loss', 'fit_mindeye', 'BrainPrior', 'LowLevelDecoder', 'fit_lowlevel', 'shown_latents',
+           'train_lowlevel', 'train_decoder']
 
 # %% ../nbs/01b_decoders.ipynb #b097c4b1
 class LinearDecoder(nn.Module):
@@ -27,6 +29,7 @@ class LinearDecoder(nn.Module):
         self.linear = nn.Linear(nvox, d_out)
     def forward(self, x): return self.linear(x)          # the embedding that conditions the generator
     def project(self, x): return self.forward(x)         # the space retrieval compares in
+    def decode(self, x, *args, **kw): return self.forward(x)   # what conditions the generator (no prior)
 
 def fit_ridge_decoder(x, y, xv, yv, # training betas (n, nvox) / embeddings (n, d), and the validation pair
                       alphas=None, # penalties relative to n (None: 10^-1 ... 10^6 in half decades)
@@ -43,24 +46,30 @@ def fit_ridge_decoder(x, y, xv, yv, # training betas (n, nvox) / embeddings (n, 
 MODEL_CLASSES['LinearDecoder'] = LinearDecoder
 
 # %% ../nbs/01b_decoders.ipynb #2fcd9c97
+def residual_mlp(nvox:int, hidden:int, n_blocks:int, dropout:float)->tuple:
+    "MindEye's brain trunk: (linear nvox -> hidden with LayerNorm/GELU/dropout 0.5, residual blocks of the same)"
+    block = lambda p: [nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(p)]
+    return (nn.Sequential(nn.Linear(nvox, hidden), *block(0.5)),
+            nn.ModuleList([nn.Sequential(nn.Linear(hidden, hidden), *block(dropout)) for _ in range(n_blocks)]))
+
+def run_trunk(lin0, blocks, x):
+    h = lin0(x)
+    for b in blocks: h = h + b(h)
+    return h
+
 class MindEyeDecoder(nn.Module):
     "Betas (B, nvox) -> embeddings (B, d): MindEye's residual MLP backbone, plus a projector for the contrastive loss"
     def __init__(self, nvox:int, d_out:int, hidden:int=4096, n_blocks:int=4, dropout:float=0.15, prior:dict|None=None):
         super().__init__()
         self.config = dict(nvox=int(nvox), d_out=int(d_out), hidden=int(hidden), n_blocks=int(n_blocks), dropout=float(dropout), prior=prior)
-        block = lambda p: [nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(p)]
-        self.lin0 = nn.Sequential(nn.Linear(nvox, hidden), *block(0.5))
-        self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(hidden, hidden), *block(dropout)) for _ in range(n_blocks)])
+        self.lin0, self.blocks = residual_mlp(nvox, hidden, n_blocks, dropout)
         self.lin1 = nn.Linear(hidden, d_out)
         self.projector = nn.Sequential(nn.LayerNorm(d_out), nn.GELU(), nn.Linear(d_out, d_out))
         self.prior = BrainPrior(d_out, **prior) if prior else None   # MindEye's diffusion prior (below), trained jointly
 
-    def forward(self, x):                                  # the embedding that conditions the generator (MSE-trained)
-        h = self.lin0(x)
-        for b in self.blocks: h = h + b(h)
-        return self.lin1(h)
+    def forward(self, x): return self.lin1(run_trunk(self.lin0, self.blocks, x))   # the embedding that conditions the generator
     def project(self, x): return self.projector(self.forward(x))   # the space retrieval compares in (contrastive)
-    def decode(self, x, guidance_scale:float=1.0, steps:int|None=None, seed:int=0):
+    def decode(self, x, guidance_scale:float=1.0, steps:int|None=None, seed=0):   # seed: see BrainPrior.sample
         "The embedding that conditions the generator: the prior's sample given the backbone's output (without a prior: the output)"
         e = self.forward(x)
         return self.prior.sample(e, guidance_scale, steps, seed) if self.prior is not None else e
@@ -165,13 +174,15 @@ def loss(self:BrainPrior, cond, target, generator=None)->torch.Tensor:
 
 @patch
 @torch.no_grad()
-def sample(self:BrainPrior, cond, guidance_scale:float=1.0, steps:int|None=None, seed:int=0)->torch.Tensor:
+def sample(self:BrainPrior, cond, guidance_scale:float=1.0, steps:int|None=None,
+           seed:int|Sequence[int]=0, # one base seed (row i: `derive_seed(seed, i)`), or one seed per row
+          )->torch.Tensor:
     "Image embeddings (B, d) sampled given brain embeddings (B, d): `steps` reverse steps (None: all), classifier-free guidance"
     if guidance_scale < 1: raise ValueError(f"BrainPrior.sample: guidance_scale={guidance_scale}: expected >= 1 (1: no guidance).")
-    sch, g = self.scheduler(), torch.Generator().manual_seed(seed)
-    sch.set_timesteps(steps or self.config['timesteps'])
+    sch = self.scheduler(); sch.set_timesteps(steps or self.config['timesteps'])
     c = (torch.as_tensor(cond).float().to(self.mean.device) - self.mean) / self.std
-    x = torch.randn(c.shape, generator=g).to(c.device)
+    g = [torch.Generator().manual_seed(s) for s in sample_seeds(seed, len(c))]     # a row's draws do not depend on the batch
+    x = torch.stack([torch.randn(c.shape[1], generator=gi) for gi in g]).to(c.device)
     for t in sch.timesteps:
         tt = torch.full((len(c),), int(t), device=c.device)
         p = self.predict(x, tt, c)
@@ -179,14 +190,80 @@ def sample(self:BrainPrior, cond, guidance_scale:float=1.0, steps:int|None=None,
         x = sch.step(p, t, x, generator=g).prev_sample
     return x * self.std + self.mean
 
+# %% ../nbs/01b_decoders.ipynb #6a02e1ad
+class LowLevelDecoder(nn.Module):
+    "Betas (B, nvox) -> the generator's latents (B, *latent_shape): MindEye's trunk and a linear read-out to the latent grid"
+    def __init__(self, nvox:int, latent_shape, hidden:int=4096, n_blocks:int=2, dropout:float=0.15):
+        super().__init__()
+        shape = [int(v) for v in np.atleast_1d(latent_shape)]
+        self.config = dict(nvox=int(nvox), latent_shape=shape, hidden=int(hidden), n_blocks=int(n_blocks), dropout=float(dropout))
+        self.lin0, self.blocks = residual_mlp(nvox, hidden, n_blocks, dropout)
+        self.out = nn.Linear(hidden, math.prod(shape))
+        self.register_buffer('mean', torch.zeros(shape)); self.register_buffer('scale', torch.ones(()))
+    def standardized(self, x): return self.out(run_trunk(self.lin0, self.blocks, x)).view(-1, *self.config['latent_shape'])
+    def forward(self, x): return self.standardized(x) * self.scale + self.mean
+
+MODEL_CLASSES['LowLevelDecoder'] = LowLevelDecoder
+
+# %% ../nbs/01b_decoders.ipynb #9b57f470
+def fit_lowlevel(model:LowLevelDecoder, x, rows, latents, xv, rows_v, # betas, each trial's row of `latents`; then validation
+                 epochs:int=120, lr:float=5e-4, batch_size:int=128, weight_decay:float=1e-2, patience:int=20,
+                 seed:int=0, device='cpu', progress:bool=True, desc:str='low-level decoder') -> dict:
+    "Train a low-level decoder (L1 on standardised latents, one-cycle LR peaking at `lr`); leaves the best-validation weights"
+    x, xv, lat = (torch.as_tensor(np.asarray(a, np.float32)) for a in (x, xv, latents))
+    rows, rows_v = torch.as_tensor(np.asarray(rows)), torch.as_tensor(np.asarray(rows_v))
+    model.mean.copy_(lat.mean(0)); model.scale.copy_(lat.std().clamp_min(1e-6)); z = (lat - model.mean) / model.scale
+    model.to(device); opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = epochs * math.ceil(len(x) / batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    hist, best, best_state, bad, t0, rng = dict(train_loss=[], val_loss=[], best_epoch=-1), math.inf, None, 0, time.time(), np.random.default_rng(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for epoch in (bar := tqdm(range(epochs), disable=not progress, desc=desc, leave=False)):
+            model.train(); total = 0.0
+            for idx in torch.from_numpy(rng.permutation(len(x))).split(batch_size):
+                loss = F.l1_loss(model.standardized(x[idx].to(device)), z[rows[idx]].to(device))
+                opt.zero_grad(); loss.backward(); opt.step(); sched.step(); total += loss.item() * len(idx)
+            model.eval()
+            with torch.no_grad(): v = float(F.l1_loss(model.standardized(xv.to(device)), z[rows_v].to(device)))
+            hist['train_loss'].append(total / len(x)); hist['val_loss'].append(v); bar.set_postfix(val=f"{v:.3f}")
+            if v < best: best, bad, hist['best_epoch'], best_state = v, 0, epoch, {k: t.detach().clone() for k, t in model.state_dict().items()}
+            elif (bad := bad + 1) >= patience: break
+    model.load_state_dict(best_state); model.eval()
+    return dict(hist, epochs=len(hist['val_loss']), seconds=time.time() - t0)
+
+# %% ../nbs/01b_decoders.ipynb #9857d37b
+@torch.no_grad()
+def shown_latents(subject, generator, trials, batch_size:int=64) -> tuple:
+    "(latents of the distinct images shown on `trials` (u, ...), each trial's row in them)"
+    ids = np.asarray(subject.trial_nsd_ids)[np.asarray(trials)]
+    uniq, rows = np.unique(ids, return_inverse=True)
+    lat = torch.cat([torch.as_tensor(generator.encode_latents(subject.images(uniq[i:i + batch_size]))).float().cpu()
+                     for i in range(0, len(uniq), batch_size)])
+    return lat, rows
+
+def train_lowlevel(subject, # a `secondsight.data.Subject`
+                   generator, # the run's generator (`encode_latents`: the target space)
+                   seed:int=0, device='cpu', progress:bool=True,
+                   **settings, # `LowLevelDecoder` (hidden, n_blocks, dropout) and `fit_lowlevel` settings
+                  ) -> tuple: # (LowLevelDecoder in eval mode, history)
+    "A brain -> generator-latent decoder trained on the subject's single training trials, early-stopped on its validation trials"
+    tr, va = np.asarray(subject.train_trials), np.asarray(subject.val_trials)
+    lat, rows = shown_latents(subject, generator, np.concatenate([tr, va]))
+    arch = {k: settings.pop(k) for k in ('hidden', 'n_blocks', 'dropout') if k in settings}
+    model = seeded(lambda: LowLevelDecoder(subject.nvox, lat.shape[1:], **arch), seed)
+    x, xv = (np.asarray(subject.betas[t], np.float32) for t in (tr, va))
+    return model, fit_lowlevel(model, x, rows[:len(tr)], lat, xv, rows[len(tr):], seed=seed, device=device, progress=progress,
+                               desc=f'low-level decoder {subj_name(subject.subj)}', **settings)
+
 # %% ../nbs/01b_decoders.ipynb #f6d4d5d2
-DECODERS = ('ridge', 'mindeye')
+DECODERS = ('ridge', 'mindeye', 'mindeye-prior')   # the last: with MindEye's diffusion prior, trained jointly
 
 def train_decoder(subject, # a `secondsight.data.Subject`
                   embeddings, # (n_images, d) image embeddings, row = nsd_id (`image_embeddings`): the targets
                   kind:str='mindeye', # one of `DECODERS`
                   seed:int=0, device='cpu', progress:bool=True,
-                  **settings, # `fit_ridge_decoder` (alphas) or `MindEyeDecoder` + `fit_mindeye` settings
+                  **settings, # `fit_ridge_decoder` (alphas) or `MindEyeDecoder` (+ `prior`: `BrainPrior` settings) and `fit_mindeye` settings
                  ) -> tuple: # (decoder in eval mode, history)
     "A brain -> image-embedding decoder trained on the subject's single training trials, tuned on its validation trials"
     if kind not in DECODERS: raise ValueError(f"train_decoder: kind={kind!r}: expected one of {DECODERS}.")
@@ -194,6 +271,8 @@ def train_decoder(subject, # a `secondsight.data.Subject`
     yv, xv = trial_data(subject, embeddings, subject.val_trials)
     if kind == 'ridge': return fit_ridge_decoder(xt, yt, xv, yv, device=device, **settings)
     arch = {k: settings.pop(k) for k in ('hidden', 'n_blocks', 'dropout', 'prior') if k in settings}
+    if kind == 'mindeye-prior': arch['prior'] = arch.get('prior') or {}     # {}: BrainPrior's NSD-sized defaults
+    elif arch.pop('prior', None): raise ValueError("train_decoder: a prior belongs to kind='mindeye-prior'.")
     model = seeded(lambda: MindEyeDecoder(subject.nvox, yt.shape[1], **arch), seed)
     return model, fit_mindeye(model, xt, yt, xv, yv, seed=seed, device=device, progress=progress,
                               desc=f'MindEye decoder {subj_name(subject.subj)}', **settings)

@@ -430,7 +430,10 @@ DEMO_AE = dict(dims=(512, 256, 128), lr=1e-3, batch_size=64, max_epochs=60, pati
 DEMO_GNET = dict(input_size=64, trunk_width=8, pass_through=24, lr=1e-3, batch_size=32, epochs=12, prefilter='random',
                  average_reps=True)
 DEMO_TRAINING = TrainingRecipe(clip=DEMO_CLIP, gnet=DEMO_GNET, autoencoder=DEMO_AE)
-DEMO_DECODERS = dict(ridge={}, mindeye=dict(hidden=256, n_blocks=2, epochs=60, batch_size=128, patience=10))  # seconds on 2 cores
+DEMO_DECODERS = dict(ridge={}, mindeye=dict(hidden=256, n_blocks=2, epochs=60, batch_size=128, patience=10),  # seconds on 2 cores
+                     **{'mindeye-prior': dict(hidden=256, n_blocks=2, epochs=30, batch_size=128, patience=10,
+                                              prior=dict(layers=2, heads=4, head_dim=32))},           # a minute or two
+                     lowlevel=dict(hidden=256, epochs=30, patience=10))
 
 # %% ../nbs/05_demo.ipynb #b23f8131
 def _alphas_cumprod(n:int=1000, beta_start:float=0.00085, beta_end:float=0.012)->torch.Tensor:

@@ -4,23 +4,26 @@
 
 # %% ../nbs/02b_models.ipynb #bcf068f7
 from __future__ import annotations
-import argparse, os, time
+import argparse, hashlib, os, time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+import numpy as np
+import torch
 import torch.nn as nn
 from .core import subj_name, file_lock, cache_key, is_current, cached, weights_dir, default_device, cli_error
 from .data import load_subject, choose_dataset
 from .encoders import (subject_cache_dir, save_model, load_model, model_fingerprint, ImageEmbedder,
     make_embedder, image_embeddings, ClipBetaEncoder, EnsembleEncoder, train_clip_encoder, train_autoencoder,
     load_released_clip_encoder, load_released_autoencoder, library_beta_primes)
-from .decoders import DECODERS, train_decoder
+from .decoders import DECODERS, train_decoder, train_lowlevel
 from .gnet import GNetEncoder, load_gnet_multisubject, train_gnet
 from .weights import HF_WEIGHTS_REPO, PER_MODEL
 
 # %% auto #0
 __all__ = ['EncoderSet', 'TrainingRecipe', 'published_encoders', 'trained_encoders', 'get_encoders',
-           'published_autoencoder_paths', 'get_autoencoders', 'get_decoder', 'prepare_subject', 'prepare_cli']
+           'published_autoencoder_paths', 'get_autoencoders', 'get_decoder', 'get_lowlevel', 'prepare_subject',
+           'prepare_cli']
 
 # %% ../nbs/02b_models.ipynb #5528c79f
 @dataclass(frozen=True)
@@ -153,7 +156,7 @@ def get_autoencoders(subject, # a `secondsight.data.Subject`
 
 # %% ../nbs/02b_models.ipynb #85f02802
 def get_decoder(subject, # a `secondsight.data.Subject`
-                kind:str='mindeye', # one of `DECODERS` ('ridge', 'mindeye')
+                kind:str='mindeye', # one of `DECODERS` ('ridge', 'mindeye', 'mindeye-prior')
                 device='cpu', # torch device
                 embedder:ImageEmbedder|None=None, # an already loaded embedder to reuse (None: the data set's)
                 progress:bool=False, # progress bars while training
@@ -169,6 +172,24 @@ def get_decoder(subject, # a `secondsight.data.Subject`
         E = image_embeddings(subject, embedder, progress=progress)
         fit = lambda: train_decoder(subject, E, kind, device=device, progress=progress, **settings)
         return _trained_model(d / f'decoder-{kind}', key, fit, device, train, subject)
+
+def _latent_space(subject, generator) -> str:
+    "A fingerprint of the generator's latent space: its latents of two of the subject's training images, rounded"
+    ids = np.sort(np.unique(np.asarray(subject.trial_nsd_ids)[np.asarray(subject.train_trials)[:2]]))
+    lat = np.asarray(torch.as_tensor(generator.encode_latents(subject.images(ids))).float().cpu())
+    return hashlib.sha1(np.round(lat, 3).tobytes() + str(lat.shape).encode()).hexdigest()[:16]
+
+def get_lowlevel(subject, # a `secondsight.data.Subject`
+                 generator, # the run's generator: the decoder predicts its latents (`encode_latents`)
+                 device='cpu', progress:bool=False, train:bool=True,
+                ) -> nn.Module: # `LowLevelDecoder` in eval mode on `device`
+    "A subject's brain -> generator-latent decoder (MindEye's low-level route), trained once and cached (`models/lowlevel`)"
+    d = subject_cache_dir(subject) / 'models'
+    settings = dict(subject.data_set.decoders.get('lowlevel', {}))
+    key = dict(settings=dict(settings, kind='lowlevel'), latents=_latent_space(subject, generator), data=_data_key(subject))
+    with file_lock(d / 'train.lock'):
+        fit = lambda: train_lowlevel(subject, generator, device=device, progress=progress, **settings)
+        return _trained_model(d / 'lowlevel', key, fit, device, train, subject)
 
 # %% ../nbs/02b_models.ipynb #472ab1dc
 def prepare_subject(subject, # a `secondsight.data.Subject`

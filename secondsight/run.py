@@ -55,7 +55,9 @@ class SearchConfig:
     n_lowlevel: int = 25           # library top-n (GNet, early_vis) averaged into the low-level latents
     use_autoencoder: bool = True   # denoise the measured betas with the beta autoencoder (ranking; scoring, if the loop does)
     library_autoencoder: str = 'hybrid'  # library ranking targets: 'hybrid' (one AE for all models) | 'per-model'
-    init: str = 'library'          # starting point: 'library' (the paper) | 'decoder-ridge' | 'decoder-mindeye' | a reconstructions file/folder
+    init: str = 'library'          # starting point: 'library' (the paper) | 'decoder-ridge' | 'decoder-mindeye' | 'decoder-mindeye-prior' | 'mindeye' | a reconstructions file/folder
+    img2img_strength: float = 0.85 # init='mindeye': img2img strength from the blurry image (MindEye's Reconstructions.py)
+    recons_per_sample: int = 16    # init='mindeye': samples per image, the closest to the decoded embedding kept (MindEye: 16)
     images: tuple|None = None      # nsd ids of test images to reconstruct (None: all test images)
     n_images: int|None = None      # keep only the first n of those (None: all)
     shard: int = 0                 # this run handles images[shard::n_shards]
@@ -118,7 +120,7 @@ def _check_loop(cfg:SearchConfig):
 
 # %% ../nbs/03b_run.ipynb #ac2a6607
 def _check_counts(cfg:SearchConfig):
-    for k in ('n_iter', 'n_samples', 'n_branches', 'min_per_branch', 'n_embed', 'n_lowlevel', 'n_shards', 'num_inference_steps', 'max_batch'):
+    for k in ('n_iter', 'n_samples', 'n_branches', 'min_per_branch', 'n_embed', 'n_lowlevel', 'n_shards', 'num_inference_steps', 'max_batch', 'recons_per_sample'):
         v = getattr(cfg, k)
         if k == 'n_samples' and v is None: continue
         if not isinstance(v, (int, np.integer)) or v < 1: _fail(k, v, "an integer >= 1", "Pass a positive integer.")
@@ -136,6 +138,7 @@ def _check_schedule(cfg:SearchConfig):
               f"strengths in (0, 1]; loop {lp.name!r}'s schedule start - drop*((i+1)/n_iter)**{lp.strength_power} gives "
               f"{[round(x, 3) for x in s]} and init_strength={cfg.init_strength}", "Use 0 < strength_start - strength_drop and strength_start <= 1.")
     if not 0 <= lp.momentum <= 1: _fail('momentum', cfg.momentum, "an interpolation weight in [0, 1]", "")
+    if not 0 < cfg.img2img_strength <= 1: _fail('img2img_strength', cfg.img2img_strength, "an img2img strength in (0, 1]", "MindEye uses 0.85.")
 
 # %% ../nbs/03b_run.ipynb #fc043d54
 def _check_images(cfg:SearchConfig):
@@ -169,7 +172,7 @@ def _check_data(cfg:SearchConfig):
                   "`secondsight-download` fetches the files.")
 
 # %% ../nbs/03b_run.ipynb #4ad0d3bb
-INITS = ('library', 'decoder-ridge', 'decoder-mindeye')   # or the path of another method's reconstructions
+INITS = ('library', 'decoder-ridge', 'decoder-mindeye', 'decoder-mindeye-prior', 'mindeye')   # or the path of another method's reconstructions
 
 def _check_init(cfg:SearchConfig):
     if cfg.init in INITS: return
@@ -484,7 +487,8 @@ def run_subject(cfg:SearchConfig,     # the run (out_dir required)
         # 4. Initial guesses of all images at once (one matrix product per library chunk)
         guesses = initial_guesses(ranked, subject.library_nsd_ids, primes, embeds, subject.images, generator,
                                   subject.roi_masks['early_vis'], n_embed=cfg.n_embed, n_lowlevel=cfg.n_lowlevel, progress=progress)
-        guesses = start_from(cfg.init, guesses, todo, measured, subject, encoders, generator, cfg.device)
+        guesses = start_from(cfg.init, guesses, todo, measured, subject, encoders, generator, cfg.device,
+                             cfg.img2img_strength, cfg.recons_per_sample, cfg.seed)
         # 5. Search and write each image
         #    each under its claim: an image another process holds is skipped, then waited for (and redone if that one died)
         def write(q, timeout):

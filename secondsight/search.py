@@ -11,16 +11,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .core import (load_image, resize, as_images, derive_seed, as_tensor, standardize_rows, mean_query, brain_scores)
+from .core import (load_image, resize, as_images, derive_seed, sample_seeds, as_tensor, standardize_rows, mean_query, brain_scores)
 
 # %% auto #0
 __all__ = ['INTERPOLATIONS', 'READD_RULES', 'LOOP_BODIES', 'LOOPS', 'DEFAULT_LOOP', 'strength_schedule', 'momentum_schedule',
            'samples_per_branch', 'slerp', 'lerp', 'reference_slerp', 'SearchLoop', 'rank_library', 'Generator',
-           'InitialGuess', 'initial_guesses', 'read_reconstructions', 'start_from', 'SearchResult', 'roi_scores',
-           'scoring_masks', 'RunningBest', 'IterationLog', 'search']
+           'InitialGuess', 'initial_guesses', 'read_reconstructions', 'mindeye_reconstruct', 'start_from',
+           'SearchResult', 'roi_scores', 'scoring_masks', 'RunningBest', 'IterationLog', 'search']
 
 # %% ../nbs/03_search.ipynb #24833b71
-from .models import EncoderSet, get_decoder
+from .models import EncoderSet, get_decoder, get_lowlevel
 
 # %% ../nbs/03_search.ipynb #4dcfea53
 def strength_schedule(n_iter:int, start:float=0.92, drop:float=0.30, power:int=3)->list[float]:
@@ -227,19 +227,51 @@ def read_reconstructions(path, # folder of images named by nsd id, or a .npz/.pt
             raise ValueError(f"{p}: the reconstruction of nsd id {i} is {tuple(im.shape[1:])}: expected a square RGB image of at least 32 px.")
     return {int(i): found[int(i)] for i in nsd_ids}
 
+# %% ../nbs/03_search.ipynb #75118e45
+def mindeye_reconstruct(generator, # the run's generator (`vary`, `embed`)
+                        embeds, # (q, d) decoded embeddings (the prior's samples)
+                        lowlevel, # (q, 3, H, W) the blurry images: the img2img inits
+                        strength:float=0.85, # img2img strength (MindEye's `img2img_strength`)
+                        n:int=16, # samples per image (MindEye's `recons_per_sample`)
+                        seeds=0, # one base seed per image, or one int for all
+                        images_per_call:int=4, # images whose samples share a `vary` call
+                       ) -> tuple: # (reconstructions (q,3,H,W), chosen sample (q,), cosines (q, n))
+    "MindEye's reconstructions: n img2img samples per image, the one closest in embedding to the decoded embedding kept"
+    if n < 1: raise ValueError(f"mindeye_reconstruct: n={n} (recons_per_sample): expected at least 1.")
+    if not 0 < strength <= 1: raise ValueError(f"mindeye_reconstruct: strength={strength}: expected an img2img strength in (0, 1].")
+    E, low = as_tensor(embeds).float(), as_tensor(lowlevel)
+    if len(low) != len(E): raise ValueError(f"mindeye_reconstruct: {len(E)} embeddings but {len(low)} low-level images.")
+    base = [seeds] * len(E) if isinstance(seeds, (int, np.integer)) else list(seeds)
+    outs, picks, coss = [], [], []
+    for a in range(0, len(E), images_per_call):
+        e, m = E[a:a + images_per_call], len(E[a:a + images_per_call])
+        s = [x for b in base[a:a + m] for x in sample_seeds(b, n)]
+        smp = as_tensor(generator.vary(low[a:a + m].repeat_interleave(n, 0), e.repeat_interleave(n, 0), strength, m * n, seed=s))
+        cos = F.cosine_similarity(as_tensor(generator.embed(smp)).float().view(m, n, -1), e[:, None], dim=-1)
+        pick = cos.argmax(1); picks.append(pick); coss.append(cos)
+        outs.append(smp.view(m, n, *smp.shape[1:])[torch.arange(m), pick])
+    return torch.cat(outs), torch.cat(picks), torch.cat(coss)
+
 # %% ../nbs/03_search.ipynb #0b2c8c08
 def start_from(init:str, # `SearchConfig.init`
                guesses:list, # the library's `InitialGuess` per image (`initial_guesses`)
                nsd_ids, measured, # the images to do and their measured betas (q, reps, nvox), all-zero rows = missing
-               subject, encoders:EncoderSet, generator, device='cpu') -> list:
-    "The guesses with their starting point replaced: the decoded embedding, or another method's reconstruction"
+               subject, encoders:EncoderSet, generator, device='cpu',
+               img2img_strength:float=0.85, recons_per_sample:int=16, seed:int=0) -> list: # init='mindeye': MindEye's settings
+    "The guesses with their starting point replaced: the decoded embedding, MindEye's reconstruction, or another method's"
     if init == 'library': return guesses
-    if init.startswith('decoder-'):
-        dec = get_decoder(subject, init.split('-', 1)[1], device=device, embedder=encoders.embedder)
-        present = (measured.abs().sum(-1, keepdim=True) > 0).float()          # average the repetitions present
-        avg = (measured * present).sum(1) / present.sum(1).clamp(min=1)
-        with torch.no_grad(): emb = dec(avg.to(next(dec.parameters()).device)).float().cpu()
-        return [replace(g, embed=e) for g, e in zip(guesses, emb)]
+    present = (measured.abs().sum(-1, keepdim=True) > 0).float()              # average the repetitions present
+    avg = (measured * present).sum(1) / present.sum(1).clamp(min=1)
+    if init.startswith('decoder-') or init == 'mindeye':
+        dec = get_decoder(subject, 'mindeye-prior' if init == 'mindeye' else init.split('-', 1)[1], device=device, embedder=encoders.embedder)
+        seeds = [derive_seed(seed, subject.subj, int(i), 'mindeye') for i in nsd_ids]   # per image: shards decode alike
+        with torch.no_grad(): emb = dec.decode(avg.to(next(dec.parameters()).device), steps=20, seed=seeds).float().cpu()
+        if init != 'mindeye': return [replace(g, embed=e) for g, e in zip(guesses, emb)]
+        low = get_lowlevel(subject, generator, device=device)                    # the brain-decoded blurry image
+        with torch.no_grad(): blurry = as_tensor(generator.decode_latents(low(avg.to(next(low.parameters()).device)).cpu()))
+        rec, _, _ = mindeye_reconstruct(generator, emb, blurry, img2img_strength, recons_per_sample,
+                                        seeds)
+        return [replace(g, lowlevel=rec[k:k + 1], embed=e) for k, (g, e) in enumerate(zip(guesses, emb))]
     recs = read_reconstructions(init, nsd_ids, subject.test_nsd_ids)
     size = tuple(guesses[0].lowlevel.shape[-2:])
     imgs = torch.cat([resize(recs[int(i)], size) for i in nsd_ids])

@@ -1,0 +1,45 @@
+"""MindEye's reconstruction as the search's starting point (init='mindeye') on the demo: the prior decoder and the
+low-level decoder are trained once and cached, the run's initial image is MindEye's second-order selected sample, and
+MindEye's settings are checked before any work."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from secondsight.core import as_images, derive_seed, load_image
+from secondsight.data import load_subject
+from secondsight.models import get_decoder, get_encoders, get_lowlevel
+from secondsight.run import SearchConfig, make_generator, run_subject
+from secondsight.search import mindeye_reconstruct
+
+
+def test_mindeye_settings_are_checked():
+    with pytest.raises(ValueError, match="SearchConfig.recons_per_sample=0 is invalid"): SearchConfig(recons_per_sample=0)
+    with pytest.raises(ValueError, match="SearchConfig.img2img_strength=1.5 is invalid"): SearchConfig(img2img_strength=1.5)
+    with pytest.raises(ValueError, match="SearchConfig.init='mindeye2' is invalid"): SearchConfig(init='mindeye2')
+
+
+def test_init_mindeye_starts_from_the_reconstruction(tmp_path):
+    cfg = SearchConfig(subj=1, dataset='demo', out_dir=str(tmp_path / 'run'), init='mindeye', n_images=2, n_iter=1,
+                       n_samples=4, n_branches=2, recons_per_sample=3)
+    res = run_subject(cfg, progress=False)
+    assert len(res) == 2 and all(r['stages'][-1] == 'final' for r in res)
+    # the decoders it trained are cached: the same reconstruction again, from the cache
+    s = load_subject(1, 'demo', progress=False)
+    enc = get_encoders(s, progress=False)
+    gen = make_generator(cfg, s, enc)
+    dec, low = get_decoder(s, 'mindeye-prior', embedder=enc.embedder, train=False), get_lowlevel(s, gen, train=False)
+    assert dec.prior is not None and list(low.config['latent_shape']) == list(gen.encode_latents(s.images([0])).shape[1:])
+    nsd_id = res[0]['nsd_id']
+    nested, _ = s.test_betas(mode='nest')
+    m = torch.as_tensor(np.asarray(nested)[list(map(int, s.test_nsd_ids)).index(nsd_id)], dtype=torch.float32)
+    avg = m[m.abs().sum(-1) > 0].mean(0, keepdim=True)
+    seeds = [derive_seed(cfg.seed, 1, nsd_id, "mindeye")]
+    with torch.no_grad(): emb, blurry = dec.decode(avg, steps=20, seed=seeds), gen.decode_latents(low(avg))
+
+    rec, pick, cos = mindeye_reconstruct(gen, emb, blurry, 0.85, 3, seeds)
+    assert cos.shape == (1, 3) and int(pick[0]) == int(cos[0].argmax())
+    # the run's initial image is img2img of that start at init_strength: its low-level stage is MindEye's reconstruction
+    stored = load_image(tmp_path / 'run' / 'images' / f'{nsd_id:05d}' / 'lowlevel.png')
+    np.testing.assert_allclose(as_images(stored).numpy(), as_images(rec).numpy(), atol=1.5 / 255)
