@@ -90,22 +90,24 @@ def _encoders(subject, dtype):
     return EncoderSet(emb, clip, gnet, seeded(lambda: BetaAutoencoder(subject.nvox), 3))
 
 def test_prepare_subject_with_a_float16_embedder(tmp_path, monkeypatch):
-    "prepare_subject (the library embeddings and predictions) with the GPU's float16 embedder, against float32"
-    root = ensure_demo()
-    out = {}
-    for dt in (torch.float32, gpu_dtype('embedder')):             # separate caches: the cache key names no dtype
-        monkeypatch.setenv('SECONDSIGHT_DATA', str(tmp_path / str(dt)))
-        s = load_subject(1, data_root=root, progress=False)
-        out[dt] = prepare_subject(s, _encoders(s, dt), progress=False)
-    ref, half = out[torch.float32], out[torch.float16]
+    "prepare_subject (the library embeddings and predictions) with the GPU's float16 embedder, against float32 on every 20th image"
+    monkeypatch.setenv('SECONDSIGHT_DATA', str(tmp_path))              # caches here; the demo data set read where it is
+    s = load_subject(1, data_root=ensure_demo(), progress=False)
+    enc = _encoders(s, gpu_dtype('embedder'))
+    half = prepare_subject(s, enc, progress=False)
     assert half['embeddings'].dtype == np.float32 and half['clip'].dtype == half['gnet'].dtype == np.float16   # the stored dtypes
-    for k in ('embeddings', 'clip'):
-        a, b = np.asarray(half[k], np.float32), np.asarray(ref[k], np.float32)
-        assert np.isfinite(a).all() and np.abs(a - b).max() / np.abs(b).max() < 0.01, k
-    np.testing.assert_array_equal(half['gnet'], ref['gnet'])                  # GNet stays float32: identical
-    # the library ranking from float16-prepared primes picks the same top images as from float32 ones
-    q = np.asarray(ref['clip'][:20], np.float32) + np.random.default_rng(0).normal(0, 0.5, (20, s.nvox)).astype(np.float32)
-    (_, i_half), (_, i_ref) = rank_library(q, half['clip'], top_k=5), rank_library(q, ref['clip'], top_k=5)
+    ids = np.arange(0, s.n_images, 20)
+    imgs = s.images(ids)
+    ref_emb = ImageEmbedder(**TINY_VIT).embed(imgs)
+    ref = dict(embeddings=ref_emb.numpy(), clip=ClipBetaEncoder(ImageEmbedder(**TINY_VIT), enc.clip.model).predict_embeddings(ref_emb).numpy(),
+               gnet=enc.gnet.predict(imgs).numpy())                     # GNet runs float32 on a GPU too
+    tol = dict(embeddings=0.005, clip=0.01, gnet=0.002)                  # relative to the largest value (float16 storage: 0.001)
+    for k, t in tol.items():
+        a = np.asarray(half[k][ids], np.float32)
+        assert np.isfinite(a).all() and np.abs(a - ref[k]).max() / np.abs(ref[k]).max() < t, k
+    # the library ranking from the float16-prepared primes picks the same top images as from float32 ones
+    q = ref['clip'][:40] + np.random.default_rng(0).normal(0, 0.5, (40, s.nvox)).astype(np.float32)
+    (_, i_half), (_, i_ref) = rank_library(q, half['clip'], top_k=5, rows=ids), rank_library(q, ref['clip'], top_k=5)
     assert (i_half[:, 0] == i_ref[:, 0]).float().mean() >= 0.9
 
 
