@@ -13,7 +13,7 @@ export PYTHONHASHSEED := 0
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install lock demo test test-nb test-py test-slurm slurm-deps check-clean docs bench bench-gpu rehearsal clean-venv
+.PHONY: install lock demo test test-nb test-py test-slurm slurm-deps check-clean docs bench bench-gpu gpu-check rehearsal clean-venv
 
 install: $(STAMP) $(BIN)/quarto
 
@@ -100,6 +100,16 @@ rehearsal: install
 bench-gpu: install
 	mkdir -p bench/results
 	$(BIN)/python bench/gpu_search.py | tee bench/results/gpu_search.txt
+
+# The GPU check (at most 9 min on one H100/H200, builds included; --budget 540 s, phases skipped by name when short):
+# the bench-gpu essentials (UNet s/sample and best batch, float16 vs bfloat16, DDIM 50 vs DPM-Solver++ 20, peak memory, one
+# reconstruction vs the cost model's floor), the notebooks' `#| cuda` cells on a local random-weight unCLIP, and the
+# rehearsal's 03 stage on the GPU; one JSON line in bench/results/gpu_check.txt. It needs no network, but the venv must be
+# made on the GPU machine (`make install` needs the package registries; a venv is too big to copy there): where there are
+# none, run `python bench/gpu_check.py` in any environment with the project's dependencies. --device cpu --tiny: its test.
+gpu-check: install
+	mkdir -p bench/results
+	$(BIN)/python bench/gpu_check.py | tee bench/results/gpu_check.txt
 
 clean-venv:
 	rm -rf $(VENV)

@@ -58,9 +58,8 @@ def full_encoder(device, dtype):
     "The hybrid encoder at full size with random weights: mean of GNet8j (227 px) and the CLIP encoder on ViT-H/14."
     from secondsight.encoders import ImageEmbedder, CLIPEncoder, ClipBetaEncoder, EnsembleEncoder
     from secondsight.gnet import GNet8j, GNetEncoder
-    gnet = GNetEncoder(GNet8j(NVOX).to(device))
-    clip = ClipBetaEncoder(ImageEmbedder('ViT-H-14', pretrained=None, seed=0, device=device, dtype=dtype),
-                           CLIPEncoder(NVOX).to(device))
+    with torch.device(device): gnet, head = GNetEncoder(GNet8j(NVOX)), CLIPEncoder(NVOX)     # built on the device (fast on a GPU)
+    clip = ClipBetaEncoder(ImageEmbedder('ViT-H-14', pretrained=None, seed=0, device=device, dtype=dtype), head)
     return EnsembleEncoder([gnet, clip])
 
 
@@ -96,7 +95,9 @@ def unet_eval(gen, b: int):
     text = gen.text_states().repeat_interleave(b, 0)
     img = torch.zeros(2 * b, unet.config.projection_class_embeddings_input_dim, device=gen.device, dtype=gen.dtype)
     t = torch.tensor(500, device=gen.device)
-    return lambda: unet(x, t, encoder_hidden_states=text, class_labels=img, return_dict=False)
+    def call():   # without no_grad the UNet (parameters requiring grad) would keep every activation for a backward pass
+        with torch.no_grad(): return unet(x, t, encoder_hidden_states=text, class_labels=img, return_dict=False)
+    return call
 
 
 class Budget:

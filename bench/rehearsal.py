@@ -83,38 +83,44 @@ def write_nsd(root: Path, n_images: int, n_sessions: int, seed: int = 0):
     _mark(root, n_images=n_images, n_sessions=n_sessions, nvox=int(mask.sum()), shared=int(n_shared), seen=int(K))
 
 
-def write_weights(dest: Path, nsd: Path, seed: int = 0):
-    "The published model files at full size with random weights (authors' formats; unCLIP in the diffusers layout)"
+def save_unclip(gen, dest: Path):
+    "An `UnCLIPGenerator`'s components in the diffusers folder layout `UnCLIPGenerator.from_pretrained` reads (its dtype)"
+    for name in ('unet', 'vae', 'text_encoder', 'image_encoder', 'image_normalizer'):
+        getattr(gen, name).save_pretrained(dest / name)
+    gen.scheduler.save_pretrained(dest / 'scheduler')
+    gen.image_noising_scheduler.save_pretrained(dest / 'image_noising_scheduler')
+    gen.feature_extractor.save_pretrained(dest / 'feature_extractor')
+    gen.tokenizer.save_pretrained(dest / 'tokenizer')
+    _mark(dest, note='random weights at the published sizes; not usable for science')
+
+
+def write_weights(dest: Path, nsd: Path, seed: int = 0, device: str = 'cpu'):
+    """The published model files at full size with random weights (authors' formats; unCLIP in the diffusers layout),
+    each written only when missing; built on `device` (a GPU builds them in seconds), saved from the CPU"""
     import torch, open_clip, nibabel as nib
     from secondsight.core import seeded
     from secondsight.data import nsd_path
     from secondsight.encoders import CLIPEncoder, BetaAutoencoder
     from secondsight.gnet import GNet8j, save_gnet_multisubject
-    from gpu_search import UNET, VAE, TEXT, VISION, FEATURE_EXTRACTOR, NOISE_AUG
+    from gpu_search import full_generator
     dest.mkdir(parents=True, exist_ok=True)
-    g = seeded(lambda: GNet8j(NVOX, 227, input_mean=[0.45, 0.43, 0.39]), seed)
-    gen = np.asarray(nib.load(str(nsd_path(nsd, 'roi', 1, roi='nsdgeneral'))).dataobj) == 1     # the published voxel_mask
-    save_gnet_multisubject(dest / 'gnet_multisubject', {1: g}, voxel_masks={1: gen.ravel()}, brain_nii_shapes={1: GRID}); del g
-    torch.save({f'module.{k}': v for k, v in seeded(lambda: CLIPEncoder(NVOX), seed).state_dict().items()}, dest / 'sub01_clip_encoder.pt')
-    torch.save(seeded(lambda: BetaAutoencoder(NVOX), seed).state_dict(), dest / 'sub01_hybrid_autoencoder.pt')
-    torch.save(seeded(lambda: open_clip.create_model('ViT-H-14', pretrained=None), seed).state_dict(),
-               dest / 'open_clip_ViT-H-14_laion2b_s32b_b79k.bin')
-    from diffusers import AutoencoderKL, UNet2DConditionModel, DDIMScheduler, DDPMScheduler
-    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection, CLIPImageProcessor
-    from secondsight.unclip import unclip_scheduler_config
-    from secondsight.testing import tiny_tokenizer
+    cpu = lambda m: {k: v.cpu() for k, v in m.state_dict().items()}
+    def build(f):
+        with torch.device(device): return seeded(f, seed)
+    if not (dest / 'gnet_multisubject').exists():
+        g = build(lambda: GNet8j(NVOX, 227, input_mean=[0.45, 0.43, 0.39])).cpu()
+        gen = np.asarray(nib.load(str(nsd_path(nsd, 'roi', 1, roi='nsdgeneral'))).dataobj) == 1     # the published voxel_mask
+        save_gnet_multisubject(dest / 'gnet_multisubject', {1: g}, voxel_masks={1: gen.ravel()}, brain_nii_shapes={1: GRID}); del g
+    if not (dest / 'sub01_clip_encoder.pt').exists():
+        torch.save({f'module.{k}': v for k, v in cpu(build(lambda: CLIPEncoder(NVOX))).items()}, dest / 'sub01_clip_encoder.pt')
+    if not (dest / 'sub01_hybrid_autoencoder.pt').exists():
+        torch.save(cpu(build(lambda: BetaAutoencoder(NVOX))), dest / 'sub01_hybrid_autoencoder.pt')
+    if not (dest / 'open_clip_ViT-H-14_laion2b_s32b_b79k.bin').exists():
+        torch.save(cpu(build(lambda: open_clip.create_model('ViT-H-14', pretrained=None, device=device))),
+                   dest / 'open_clip_ViT-H-14_laion2b_s32b_b79k.bin')
     u = dest / 'stable-diffusion-2-1-unclip'
-    parts = dict(unet=lambda: UNet2DConditionModel(**UNET), vae=lambda: AutoencoderKL(**VAE),
-                 text_encoder=lambda: CLIPTextModel(CLIPTextConfig(**TEXT)),
-                 image_encoder=lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**VISION)),
-                 image_normalizer=lambda: StableUnCLIPImageNormalizer(embedding_dim=1024))
-    for name, build in parts.items():
-        m = seeded(build, seed); m.to(torch.float16).save_pretrained(u / name); del m   # fp16 halves the files
-    DDIMScheduler(**unclip_scheduler_config()).save_pretrained(u / 'scheduler')
-    DDPMScheduler(**NOISE_AUG).save_pretrained(u / 'image_noising_scheduler')
-    CLIPImageProcessor(**FEATURE_EXTRACTOR).save_pretrained(u / 'feature_extractor')
-    tiny_tokenizer(77).save_pretrained(u / 'tokenizer')
+    if not _done(u):                                                  # fp16 halves the files
+        save_unclip(build(lambda: full_generator(argparse.Namespace(scheduler='ddim', steps=50, batch=None), device, torch.float16)), u)
     _mark(dest, note='random weights at the published sizes; not usable for science')
 
 
@@ -146,7 +152,7 @@ def main():
     work = Path(a.work); nsd, weights, runs = work / 'nsd', work / 'weights', work / 'runs'
     t0 = time.time()
     if not _done(nsd): write_nsd(nsd, a.images, a.sessions)
-    if not _done(weights): write_weights(weights, nsd)
+    if not _done(weights): write_weights(weights, nsd, device=a.device)
     written = round(time.time() - t0, 1)
     print(f"files ready in {written} s: {nsd} ({sum(f.stat().st_size for f in nsd.rglob('*') if f.is_file()) / 1e9:.1f} GB), "
           f"{weights} ({sum(f.stat().st_size for f in weights.rglob('*') if f.is_file()) / 1e9:.1f} GB)", flush=True)

@@ -14,7 +14,7 @@ from .core import as_tensor, broadcast, sample_seeds, derive_seed, standardize_r
 from .unclip import UnCLIPGenerator, make_scheduler, unclip_scheduler_config
 
 # %% auto #0
-__all__ = ['RecordingGenerator', 'QualityEncoder', 'blobs', 'tiny_unclip']
+__all__ = ['RecordingGenerator', 'QualityEncoder', 'blobs', 'tiny_tokenizer', 'tiny_unclip']
 
 # %% ../nbs/08_testing.ipynb #695bd5cc
 class RecordingGenerator:
@@ -65,8 +65,8 @@ def blobs(n:int, size:int=16, seed:int=0)->torch.Tensor:
     return F.interpolate(torch.rand(n, 3, 4, 4, generator=g), size=(size, size), mode='bilinear', align_corners=False)
 
 # %% ../nbs/08_testing.ipynb #f6af9b0c
-def _tiny_tokenizer(max_length:int=16):
-    "A CLIP BPE tokenizer over single letters (no download), for tests and benchmarks."
+def tiny_tokenizer(max_length:int=16):
+    "A CLIP BPE tokenizer over single letters (no download), for tests and benchmarks (bench/gpu_search.py, bench/rehearsal.py)."
     from transformers import CLIPTokenizer
     vocab = {'<|startoftext|>': 0, '<|endoftext|>': 1}
     for c in "abcdefghijklmnopqrstuvwxyz,.!?'": vocab[c], vocab[c + '</w>'] = len(vocab), len(vocab) + 1
@@ -89,7 +89,7 @@ def tiny_unclip(size:int=32, embed_dim:int=32, seed:int=0, scheduler:str='ddim',
         projection_class_embeddings_input_dim=2 * embed_dim)
     vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(32, 64), layers_per_block=1, latent_channels=4,
         down_block_types=('DownEncoderBlock2D',) * 2, up_block_types=('UpDecoderBlock2D',) * 2, sample_size=size)
-    tok = _tiny_tokenizer()
+    tok = tiny_tokenizer()
     text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=16, projection_dim=32, bos_token_id=0, eos_token_id=1, pad_token_id=1))
     vision = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
