@@ -267,12 +267,12 @@ def train_decoder(subject, # a `secondsight.data.Subject`
                  ) -> tuple: # (decoder in eval mode, history)
     "A brain -> image-embedding decoder trained on the subject's single training trials, tuned on its validation trials"
     if kind not in DECODERS: raise ValueError(f"train_decoder: kind={kind!r}: expected one of {DECODERS}.")
+    if 'prior' in settings and kind != 'mindeye-prior': raise ValueError("train_decoder: a prior belongs to kind='mindeye-prior'.")
     yt, xt = trial_data(subject, embeddings, subject.train_trials)
     yv, xv = trial_data(subject, embeddings, subject.val_trials)
     if kind == 'ridge': return fit_ridge_decoder(xt, yt, xv, yv, device=device, **settings)
     arch = {k: settings.pop(k) for k in ('hidden', 'n_blocks', 'dropout', 'prior') if k in settings}
     if kind == 'mindeye-prior': arch['prior'] = arch.get('prior') or {}     # {}: BrainPrior's NSD-sized defaults
-    elif arch.pop('prior', None): raise ValueError("train_decoder: a prior belongs to kind='mindeye-prior'.")
     model = seeded(lambda: MindEyeDecoder(subject.nvox, yt.shape[1], **arch), seed)
     return model, fit_mindeye(model, xt, yt, xv, yv, seed=seed, device=device, progress=progress,
                               desc=f'MindEye decoder {subj_name(subject.subj)}', **settings)
