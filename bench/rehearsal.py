@@ -160,7 +160,9 @@ def main():
     stages = a.stages.split(',')
     if a.cold: shutil.rmtree(work / 'data', ignore_errors=True)
     if '03_search' in stages: shutil.rmtree(runs / 'subj01', ignore_errors=True)   # else 03 finds its image done
-    env = dict(os.environ, SECONDSIGHT_WEIGHTS=str(weights), SECONDSIGHT_DATA=str(work / 'data'), SECONDSIGHT_RUNS=str(runs),
+    # the weights only in models_dir (no $SECONDSIGHT_WEIGHTS), no metric network on disk (an empty torch hub)
+    env = {k: v for k, v in os.environ.items() if k != 'SECONDSIGHT_WEIGHTS'}
+    env.update(SECONDSIGHT_DATA=str(work / 'data'), SECONDSIGHT_RUNS=str(runs), TORCH_HOME=str(work / 'empty_torch_hub'),
                HF_HUB_OFFLINE='1', MPLBACKEND='Agg')
     common = dict(subj=1, dataset='nsd', data_root=nsd, device=a.device, models_dir=weights, sessions=f'1-{a.sessions}')
     extra = {'03_search': dict(model_id=weights / 'stable-diffusion-2-1-unclip', n_images=1, n_iter=1, n_samples=2, n_branches=1,
@@ -172,9 +174,16 @@ def main():
         rows.append(r := run_stage(nb, out, dict(common, **extra.get(nb, {})), env))
         print(f"{nb:>12}: rc {r['rc']}  {r['seconds']:7.1f} s  peak {r['peak_rss_gb'] or float('nan'):5.1f} GB", flush=True)
         if r['rc'] != 0: print('\n'.join(r['error'])); break
+    ok = all(r['rc'] == 0 for r in rows) and len(rows) == len(stages)
+    refused = None
+    if ok and '04_metrics' in stages:   # pretrained metric networks requested with none on disk: MetricWeightsError, nothing written
+        (out / 'pretrained').mkdir(exist_ok=True)
+        r = run_stage('04_metrics', out / 'pretrained', dict(common, out_dir=runs / 'subj01', weights='pretrained'), env)
+        refused = dict(rc=r['rc'], seconds=r['seconds'], line=next((l for l in r.get('error', []) if 'MetricWeightsError' in l), None))
+        print(f"04_metrics, pretrained weights requested, none on disk: rc {r['rc']}: {refused['line']}", flush=True)
+        ok = r['rc'] != 0 and refused['line'] is not None
     print(json.dumps(dict(bench='rehearsal', device=a.device, cold=a.cold, files_seconds=written, stages=rows,
-                          total_seconds=round(sum(r['seconds'] for r in rows), 1),
-                          ok=all(r['rc'] == 0 for r in rows) and len(rows) == len(stages))))
+                          total_seconds=round(sum(r['seconds'] for r in rows), 1), pretrained_refused=refused, ok=ok)))
 
 
 if __name__ == '__main__':

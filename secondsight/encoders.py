@@ -134,10 +134,12 @@ class ImageEmbedder:
 def make_embedder(spec:dict, # `ImageEmbedder` arguments, plus an optional `cuda_dtype` ('float16')
                   device='cpu', # torch device
                   weights_folder=None, # the weights folder (a run's `models_dir`; None: $SECONDSIGHT_WEIGHTS, else data/weights)
+                  half:bool|None=None, # run in `cuda_dtype`: None on CUDA only; True anywhere (the GPU path, tested on the CPU)
                  ) -> ImageEmbedder:
     "The image embedder a data set names (`DataSet.embedder`), on `device`"
     kw = dict(spec); cuda_dtype = kw.pop('cuda_dtype', None)
-    dtype = getattr(torch, cuda_dtype) if cuda_dtype and str(device).startswith('cuda') else torch.float32
+    half = str(device).startswith('cuda') if half is None else half
+    dtype = getattr(torch, cuda_dtype) if cuda_dtype and half else torch.float32
     return ImageEmbedder(**kw, device=device, dtype=dtype, weights_folder=weights_folder)
 
 # %% ../nbs/01_encoders.ipynb #676e02b8

@@ -294,6 +294,7 @@ def load_metric_net(net:str, # one of NETS: 'alexnet', 'inception', 'clip', 'eff
                     seed:int=0, # seed of the random weights
                     allow_download:bool=True, # may download missing pretrained weights
                     models_dir=None, # the weights folder, searched first; None: $SECONDSIGHT_WEIGHTS, else data/weights
+                    half:bool|None=None, # CLIP in float16 where the convention says so: None on CUDA only; True anywhere (tests)
                    )->MetricNet:
     "Build a metric network with its tapped nodes, on `device`, in eval mode."
     from torchvision.models.feature_extraction import create_feature_extractor
@@ -309,7 +310,7 @@ def load_metric_net(net:str, # one of NETS: 'alexnet', 'inception', 'clip', 'eff
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')  # "nodes obtained in eval mode are a subsequence of train mode"
             module = create_feature_extractor(module.eval(), return_nodes=list(NET_METRICS[net]))
-    half = net == 'clip' and conv.clip_fp16_on_cuda and torch.device(device).type == 'cuda'
+    half = net == 'clip' and conv.clip_fp16_on_cuda and (torch.device(device).type == 'cuda' if half is None else half)
     module = module.eval().requires_grad_(False).to(device, torch.float16 if half else torch.float32)
     label = f"{'/'.join(NET_METRICS[net].values())}: {desc}" + (f", RANDOM weights (seed {seed})" if random else '')
     return MetricNet(net, module, conv, label, random, device, half)

@@ -7,7 +7,6 @@ interpolations the search computes from float16 data (library memmaps, half-prec
 
 Tolerances are stated per test, measured on this machine's CPU with a margin (float16 keeps 11 bits of mantissa,
 bfloat16 8)."""
-import copy
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from secondsight.data import get_dataset, load_subject
 from secondsight.demo import ensure_demo
 from secondsight.encoders import ImageEmbedder, make_embedder, CLIPEncoder, ClipBetaEncoder, BetaAutoencoder
 from secondsight.gnet import GNet8j, GNetEncoder
-from secondsight.metrics import MetricNet, load_metric_net, get_convention, two_way, corr_distance
+from secondsight.metrics import load_metric_net, get_convention, two_way, corr_distance
 from secondsight.models import EncoderSet, prepare_subject
 from secondsight.run import SearchConfig
 from secondsight.search import slerp, rank_library
@@ -46,6 +45,7 @@ def test_the_gpu_dtypes_are_half():
     assert gpu_dtype('embedder') == torch.float16 and gpu_dtype('generator') == torch.float16
     assert SearchConfig.resolve(dataset='demo', device='cpu', out_dir='x').dtype == 'float32'
     assert make_embedder(dict(TINY_VIT, cuda_dtype='float16'), 'cpu').dtype == torch.float32    # cuda_dtype only on a GPU
+    assert make_embedder(dict(TINY_VIT, cuda_dtype='float16'), 'cpu', half=True).dtype == torch.float16   # the GPU's rule, here
     assert get_convention('mindeye2').clip_fp16_on_cuda and not get_convention('second-sight').clip_fp16_on_cuda
 
 
@@ -115,9 +115,10 @@ def test_clip_metric_network_in_half_precision():
     "04's CLIP network as MetricNet runs it on a GPU (half=True: float16 module and inputs), against float32"
     ref = load_metric_net('clip', 'random', 'mindeye2', 'cpu', clip_arch='ViT-S-32')
     assert ref.dtype == torch.float32
-    # load_metric_net's cuda branch: the module cast to float16, MetricNet(half=True) casting its inputs
-    half = MetricNet(ref.net, copy.deepcopy(ref.module).half(), ref.conv, ref.label, ref.random, 'cpu', half=True)
-    assert half.dtype == torch.float16
+    # load_metric_net's cuda branch, taken on the CPU: the module cast to float16, its inputs too (MetricNet.half)
+    half = load_metric_net('clip', 'random', 'mindeye2', 'cpu', clip_arch='ViT-S-32', half=True)
+    assert half.dtype == torch.float16 and next(half.module.parameters()).dtype == torch.float16
+    assert load_metric_net('clip', 'random', 'second-sight', 'cpu', clip_arch='ViT-S-32', half=True).dtype == torch.float32   # its convention: fp32
     gt, rec = blobs(6, size=64, seed=1), blobs(6, size=64, seed=2)
     f = {k: (n.features(gt, seen=True)['CLIP'], n.features(rec)['CLIP']) for k, n in (('ref', ref), ('half', half))}
     assert f['half'][0].dtype == np.float32 and np.isfinite(f['half'][0]).all()
