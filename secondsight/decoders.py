@@ -16,9 +16,9 @@ from .core import subj_name, seeded, sample_seeds
 from .encoders import MODEL_CLASSES, ridge_fit, trial_data
 
 # %% auto #0
-__all__ = ['DECODERS', 'LinearDecoder', 'fit_ridge_decoder', 'residual_mlp', 'run_trunk', 'MindEyeDecoder', 'soft_clip_loss',
-           'mixco', 'bimixco_loss', 'fit_mindeye', 'BrainPrior', 'LowLevelDecoder', 'fit_lowlevel', 'shown_latents',
-           'train_lowlevel', 'train_decoder']
+__all__ = ['RECIPES', 'DECODERS', 'LinearDecoder', 'fit_ridge_decoder', 'residual_mlp', 'run_trunk', 'MindEyeDecoder',
+           'soft_clip_loss', 'mixco', 'bimixco_loss', 'soft_temps', 'param_groups', 'one_cycle', 'fit_mindeye',
+           'BrainPrior', 'LowLevelDecoder', 'fit_lowlevel', 'shown_latents', 'train_lowlevel', 'train_decoder']
 
 # %% ../nbs/01b_decoders.ipynb #b097c4b1
 class LinearDecoder(nn.Module):
@@ -59,12 +59,16 @@ def run_trunk(lin0, blocks, x):
 
 class MindEyeDecoder(nn.Module):
     "Betas (B, nvox) -> embeddings (B, d): MindEye's residual MLP backbone, plus a projector for the contrastive loss"
-    def __init__(self, nvox:int, d_out:int, hidden:int=4096, n_blocks:int=4, dropout:float=0.15, prior:dict|None=None):
+    def __init__(self, nvox:int, d_out:int, hidden:int=4096, n_blocks:int=4, dropout:float=0.15, prior:dict|None=None,
+                 projector_layers:int=1):   # 3: MindEye's projector (d -> 2048 -> 2048 -> d)
         super().__init__()
-        self.config = dict(nvox=int(nvox), d_out=int(d_out), hidden=int(hidden), n_blocks=int(n_blocks), dropout=float(dropout), prior=prior)
+        self.config = dict(nvox=int(nvox), d_out=int(d_out), hidden=int(hidden), n_blocks=int(n_blocks), dropout=float(dropout), prior=prior,
+                           projector_layers=int(projector_layers))
         self.lin0, self.blocks = residual_mlp(nvox, hidden, n_blocks, dropout)
         self.lin1 = nn.Linear(hidden, d_out)
-        self.projector = nn.Sequential(nn.LayerNorm(d_out), nn.GELU(), nn.Linear(d_out, d_out))
+        if projector_layers not in (1, 3): raise ValueError(f"MindEyeDecoder: projector_layers={projector_layers}: expected 1 or 3.")
+        widths = [d_out, d_out] if projector_layers == 1 else [d_out, 2048, 2048, d_out]
+        self.projector = nn.Sequential(*[l for a, b in zip(widths, widths[1:]) for l in (nn.LayerNorm(a), nn.GELU(), nn.Linear(a, b))])
         self.prior = BrainPrior(d_out, **prior) if prior else None   # MindEye's diffusion prior (below), trained jointly
 
     def forward(self, x): return self.lin1(run_trunk(self.lin0, self.blocks, x))   # the embedding that conditions the generator
@@ -97,19 +101,39 @@ def bimixco_loss(preds, targs, perm, lam, temp:float=0.006):
     labels[torch.arange(len(lam)), perm] += 1 - lam
     return -((labels * logits.log_softmax(-1)).sum(-1).mean() + (labels.T * logits.T.log_softmax(-1)).sum(-1).mean()) / 2
 
+# %% ../nbs/01b_decoders.ipynb #9202d36c
+RECIPES = ('ours', 'mindeye')
+
+def soft_temps(epochs:int, mix_epochs:int, temp:float=0.006, start:float=0.004, end:float=0.0075)->list:
+    "MindEye's SoftCLIP temperature per epoch: `temp` while mixing, then a cosine rise from `start` to `end`"
+    n = epochs - mix_epochs
+    rise = [end + (start - end) / 2 * (1 + math.cos(math.pi * k / (n - 1))) for k in range(n)] if n > 1 else [end] * n
+    return [temp] * mix_epochs + rise
+
+def param_groups(model:nn.Module, weight_decay:float)->list:
+    "AdamW groups as MindEye's: no weight decay on biases"
+    ps = list(model.named_parameters())
+    return [dict(params=[p for n, p in ps if 'bias' not in n], weight_decay=weight_decay),
+            dict(params=[p for n, p in ps if 'bias' in n], weight_decay=0.0)]
+
+def one_cycle(opt, lr:float, epochs:int, steps_per_epoch:int):
+    "MindEye's learning rate: from lr/25 up to `lr` at epoch 2, then cosine down to lr/25/1000"
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
+                                               pct_start=min(1.0, 2 / epochs), final_div_factor=1000)
+
 # %% ../nbs/01b_decoders.ipynb #a85eed17
-def _mindeye_loss(model, xb, yb, mixing:bool, rng, temp, mse_weight, scale, prior_weight=30.0):
+def _mindeye_loss(model, xb, yb, mixing:bool, rng, temp, mse_weight, scale, prior_weight=0.03):
     "One batch's loss: BiMixCo on voxel-mixed betas (mixing phase) or SoftCLIP, plus the relative MSE of the output (and the prior's loss)"
     if mixing:
         xb, perm, lam = mixco(xb, rng)
         emb = model(xb); loss = bimixco_loss(model.projector(emb), yb, perm, lam, temp)
         yb = lam[:, None] * yb + (1 - lam[:, None]) * yb[perm]          # the mixed input's embedding target
     else: emb = model(xb); loss = soft_clip_loss(model.projector(emb), yb, temp)
-    if model.prior is not None: loss = loss + prior_weight * model.prior.loss(emb, yb)   # MindEye: NCE + 30 x prior
+    if model.prior is not None: loss = loss + prior_weight * model.prior.loss(emb, yb)   # MindEye: NCE + 0.03 x prior (pooled route)
     return loss + mse_weight * F.mse_loss(emb, yb) / scale
 
 @torch.no_grad()
-def _mindeye_val(model, xv, yv, temp, mse_weight, scale, device, prior_weight=30.0) -> float:
+def _mindeye_val(model, xv, yv, temp, mse_weight, scale, device, prior_weight=0.03) -> float:
     model.eval(); emb = model(xv.to(device)); yv = yv.to(device)
     p = prior_weight * model.prior.loss(emb, yv, torch.Generator().manual_seed(0)) if model.prior is not None else 0.0   # fixed draws
     return float(soft_clip_loss(model.projector(emb), yv, temp) + mse_weight * F.mse_loss(emb, yv) / scale + p)
@@ -117,13 +141,17 @@ def _mindeye_val(model, xv, yv, temp, mse_weight, scale, device, prior_weight=30
 # %% ../nbs/01b_decoders.ipynb #6d62c82c
 def fit_mindeye(model:MindEyeDecoder, x, y, xv, yv, # training betas/embeddings, then the validation pair
                 epochs:int=240, lr:float=3e-4, batch_size:int=300, weight_decay:float=1e-2,
-                mixup_pct:float=1/3, temp:float=0.006, mse_weight:float=1.0, prior_weight:float=30.0, patience:int=20,
+                mixup_pct:float=1/3, temp:float=0.006, mse_weight:float=1.0, prior_weight:float=0.03, patience:int=20,
+                recipe:str='ours', # 'ours' (constant LR, early stopping, best weights) | 'mindeye' (`RECIPES`)
                 seed:int=0, device='cpu', progress:bool=True, desc:str='MindEye decoder') -> dict:
-    "Train a MindEye-style decoder (BiMixCo, then SoftCLIP, plus MSE); leaves the best-validation weights in `model`"
+    "Train a MindEye-style decoder (BiMixCo, then SoftCLIP, plus MSE and the prior's loss) with our recipe or MindEye's"
+    if recipe not in RECIPES: raise ValueError(f"fit_mindeye: recipe={recipe!r}: expected one of {RECIPES}.")
     x, y, xv, yv = (torch.as_tensor(np.asarray(a, np.float32)) for a in (x, y, xv, yv))
-    scale, rng, mix_epochs = float(y.pow(2).mean()), np.random.default_rng(seed), int(mixup_pct * epochs)
+    scale, rng, mix_epochs, me = float(y.pow(2).mean()), np.random.default_rng(seed), int(mixup_pct * epochs), recipe == 'mindeye'
     if model.prior is not None: model.prior.set_scale(y)              # the prior's standardisation: training targets
-    model.to(device); opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    model.to(device); opt = torch.optim.AdamW(param_groups(model, weight_decay) if me else model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = one_cycle(opt, lr, epochs, math.ceil(len(x) / batch_size)) if me else None
+    temps = soft_temps(epochs, mix_epochs, temp) if me else [temp] * epochs
     hist, best, best_state, bad, t0 = dict(train_loss=[], val_loss=[], best_epoch=-1), math.inf, None, 0, time.time()
     dev = torch.device(device)
     with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == 'cuda' else []):   # dropout: seeded, caller's RNG untouched
@@ -131,14 +159,16 @@ def fit_mindeye(model:MindEyeDecoder, x, y, xv, yv, # training betas/embeddings,
         for epoch in (bar := tqdm(range(epochs), disable=not progress, desc=desc, leave=False)):
             model.train(); total = 0.0
             for idx in torch.from_numpy(rng.permutation(len(x))).split(batch_size):
-                loss = _mindeye_loss(model, x[idx].to(device), y[idx].to(device), epoch < mix_epochs, rng, temp, mse_weight, scale, prior_weight)
+                loss = _mindeye_loss(model, x[idx].to(device), y[idx].to(device), epoch < mix_epochs, rng, temps[epoch], mse_weight, scale, prior_weight)
                 opt.zero_grad(); loss.backward(); opt.step(); total += loss.item() * len(idx)
+                if sched is not None: sched.step()
             hist['train_loss'].append(total / len(x)); hist['val_loss'].append(v := _mindeye_val(model, xv, yv, temp, mse_weight, scale, device, prior_weight))
             bar.set_postfix(train=f"{hist['train_loss'][-1]:.3f}", val=f"{v:.3f}")
             if v < best: best, bad, hist['best_epoch'], best_state = v, 0, epoch, {k: t.detach().clone() for k, t in model.state_dict().items()}
-            elif epoch >= mix_epochs and (bad := bad + 1) >= patience: break
-    model.load_state_dict(best_state); model.eval()
-    return dict(hist, epochs=len(hist['val_loss']), seconds=time.time() - t0)
+            elif not me and epoch >= mix_epochs and (bad := bad + 1) >= patience: break
+    if not me: model.load_state_dict(best_state)                     # MindEye keeps the last epoch's weights
+    model.eval()
+    return dict(hist, epochs=len(hist['val_loss']), seconds=time.time() - t0, recipe=recipe)
 
 # %% ../nbs/01b_decoders.ipynb #ccb245e4
 class BrainPrior(nn.Module):
@@ -271,7 +301,7 @@ def train_decoder(subject, # a `secondsight.data.Subject`
     yt, xt = trial_data(subject, embeddings, subject.train_trials)
     yv, xv = trial_data(subject, embeddings, subject.val_trials)
     if kind == 'ridge': return fit_ridge_decoder(xt, yt, xv, yv, device=device, **settings)
-    arch = {k: settings.pop(k) for k in ('hidden', 'n_blocks', 'dropout', 'prior') if k in settings}
+    arch = {k: settings.pop(k) for k in ('hidden', 'n_blocks', 'dropout', 'prior', 'projector_layers') if k in settings}
     if kind == 'mindeye-prior': arch['prior'] = arch.get('prior') or {}     # {}: BrainPrior's NSD-sized defaults
     model = seeded(lambda: MindEyeDecoder(subject.nvox, yt.shape[1], **arch), seed)
     return model, fit_mindeye(model, xt, yt, xv, yv, seed=seed, device=device, progress=progress,

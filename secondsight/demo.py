@@ -432,7 +432,7 @@ DEMO_GNET = dict(input_size=64, trunk_width=8, pass_through=24, lr=1e-3, batch_s
 DEMO_TRAINING = TrainingRecipe(clip=DEMO_CLIP, gnet=DEMO_GNET, autoencoder=DEMO_AE)
 DEMO_DECODERS = dict(ridge={}, mindeye=dict(hidden=256, n_blocks=2, epochs=60, batch_size=128, patience=10),  # seconds on 2 cores
                      **{'mindeye-prior': dict(hidden=256, n_blocks=2, epochs=30, batch_size=128, patience=10,
-                                              prior=dict(layers=2, heads=4, head_dim=32))},           # a minute or two
+                                              prior=dict(layers=2, heads=4, head_dim=32), prior_weight=0.03)},   # MindEye's weight on our route
                      lowlevel=dict(hidden=256, epochs=30, patience=10))
 
 # %% ../nbs/05_demo.ipynb #b23f8131
