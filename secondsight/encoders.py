@@ -168,6 +168,9 @@ def _compute_chunks(parts, n_rows, n_cols, dtype, compute, chunk, shard, n_shard
         claim = file_lock(_part(parts, s), timeout=timeout)
         try: claim.acquire()
         except Timeout: return False
+        except FileNotFoundError:               # the chunk folder is gone: whoever finished last assembled the matrix
+            if assembled(): return True
+            raise
         try:
             stop = min(n_rows, s + chunk)
             if not (_part(parts, s).exists() or assembled()):   # checked under the claim: its holder may have finished it
