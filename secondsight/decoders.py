@@ -181,6 +181,7 @@ class BrainPrior(nn.Module):
                                     num_embeddings=0, additional_embeddings=4, encoder_hid_proj_type=None, added_emb_type='prd')
         self.null = nn.Parameter(torch.zeros(d))                  # the dropped condition (classifier-free guidance)
         self.register_buffer('mean', torch.zeros(d)); self.register_buffer('std', torch.ones(d))
+        self.noising = self.scheduler()                               # training's forward process, built once
     def scheduler(self):
         from diffusers import DDPMScheduler
         return DDPMScheduler(num_train_timesteps=self.config['timesteps'], beta_schedule='squaredcos_cap_v2', prediction_type='sample', clip_sample=False)
@@ -200,7 +201,7 @@ def loss(self:BrainPrior, cond, target, generator=None)->torch.Tensor:
     c = torch.where(drop[:, None], self.null.expand_as(c), c)
     t = torch.randint(0, self.config['timesteps'], (len(c),), generator=generator, device='cpu').to(c.device)
     noise = torch.randn(y.shape, generator=generator, device='cpu').to(y.device)
-    return F.mse_loss(self.predict(self.scheduler().add_noise(y, noise, t), t, c), y)
+    return F.mse_loss(self.predict(self.noising.add_noise(y, noise, t), t, c), y)
 
 @patch
 @torch.no_grad()
@@ -242,7 +243,8 @@ def fit_lowlevel(model:LowLevelDecoder, x, rows, latents, xv, rows_v, # betas, e
     "Train a low-level decoder (L1 on standardised latents, one-cycle LR peaking at `lr`); leaves the best-validation weights"
     x, xv, lat = (torch.as_tensor(np.asarray(a, np.float32)) for a in (x, xv, latents))
     rows, rows_v = torch.as_tensor(np.asarray(rows)), torch.as_tensor(np.asarray(rows_v))
-    model.mean.copy_(lat.mean(0)); model.scale.copy_(lat.std().clamp_min(1e-6)); z = (lat - model.mean) / model.scale
+    model.mean.copy_(lat.mean(0)); model.scale.copy_(lat.std().clamp_min(1e-6))
+    z = lambda r: ((lat[r] - model.mean) / model.scale).to(device)   # standardised per batch: no second copy of the latents
     model.to(device); opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * math.ceil(len(x) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
@@ -252,10 +254,10 @@ def fit_lowlevel(model:LowLevelDecoder, x, rows, latents, xv, rows_v, # betas, e
         for epoch in (bar := tqdm(range(epochs), disable=not progress, desc=desc, leave=False)):
             model.train(); total = 0.0
             for idx in torch.from_numpy(rng.permutation(len(x))).split(batch_size):
-                loss = F.l1_loss(model.standardized(x[idx].to(device)), z[rows[idx]].to(device))
+                loss = F.l1_loss(model.standardized(x[idx].to(device)), z(rows[idx]))
                 opt.zero_grad(); loss.backward(); opt.step(); sched.step(); total += loss.item() * len(idx)
             model.eval()
-            with torch.no_grad(): v = float(F.l1_loss(model.standardized(xv.to(device)), z[rows_v].to(device)))
+            with torch.no_grad(): v = float(F.l1_loss(model.standardized(xv.to(device)), z(rows_v)))
             hist['train_loss'].append(total / len(x)); hist['val_loss'].append(v); bar.set_postfix(val=f"{v:.3f}")
             if v < best: best, bad, hist['best_epoch'], best_state = v, 0, epoch, {k: t.detach().clone() for k, t in model.state_dict().items()}
             elif (bad := bad + 1) >= patience: break
