@@ -51,8 +51,13 @@ def total_samples(loop: str, n_iter: int = 6, n_samples=None, **kw) -> int:
 
 
 def equal_calls(loop: str, n_iter: int, budget: int) -> int:
-    "Samples per iteration whose total is closest to `budget`"
-    return min(range(8, 601), key=lambda n: (abs(total_samples(loop, n_iter, n) - budget), n))
+    "Samples per iteration whose total is closest to `budget` (the total grows with n: bisection, then the two neighbours)"
+    lo, hi = 8, 600
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if total_samples(loop, n_iter, mid) < budget: lo = mid + 1
+        else: hi = mid
+    return min({max(8, lo - 1), lo}, key=lambda n: (abs(total_samples(loop, n_iter, n) - budget), n))
 
 
 def plan(names=None) -> dict:
@@ -66,6 +71,7 @@ def plan(names=None) -> dict:
         'boi-v2': ("BOI v2 loop, samples scaled to equal calls", dict(loop='boi-v2', n_samples=equal_calls('boi-v2', 6, budget))),
         'ours-3it': ("ours, 3 iterations of more samples", dict(n_iter=3, n_samples=equal_calls('ours', 3, budget))),
         'ours-2x': ("ours with twice the samples per iteration (NOT equal calls: does more search help?)", dict(n_samples=200)),
+        'ours-half': ("ours with half the samples per iteration (NOT equal calls: is a cheaper search as good?)", dict(n_samples=50)),
         'ours-balanced': ("ours, score = mean r of early and higher visual", dict(score_rois='early_vis,higher_vis')),
         'decoder-ridge': ("ours from the ridge decoder's embedding", dict(init='decoder-ridge')),
         'decoder-mindeye': ("ours from the MindEye-style decoder's embedding", dict(init='decoder-mindeye')),
@@ -208,6 +214,78 @@ def trajectory(df: pd.DataFrame, fig_dir: Path, runs=('ours', 'master', 'ours-ba
     return str(p)
 
 
+STEPS, GUIDANCE = 50, 2     # unCLIP's sampler steps at strength 1 and the guidance factor, as bench/cost_model.py counts them
+
+
+def image_costs(result: dict) -> list:
+    "Cumulative UNet evaluations after each iteration of one image's search (the initial guess included), from its result.json"
+    init = int(STEPS * result['settings']['init_strength']) * GUIDANCE
+    per = [n * b * int(STEPS * s) * GUIDANCE for n, b, s in zip(result['n_per_branch'], result['n_branches'], result['strength'])]
+    return [int(init + c) for c in np.cumsum(per)]
+
+
+def anytime(runs, subjects, out: Path, df: pd.DataFrame) -> pd.DataFrame:
+    "Per (run, image, iteration): the running best's metrics, the UNet evaluations spent so far, and BOI's width stop"
+    from secondsight.run import read_run
+    rows = []
+    for s in subjects:
+        for name in runs:
+            d = out / name / f'subj{s:02d}'
+            if not (d / 'images').is_dir(): continue
+            for r in read_run(d, s).results:
+                w, tw = r.get('search_width'), r.get('target_width')
+                if w is None: raise ValueError(f"{d}: result.json has no search_width (written before widths were logged): rerun the judge into a new --out")
+                stop = next((k for k, v in enumerate(w) if v < tw), len(w) - 1)      # BOI v1: after the first iteration narrower than the target
+                rows += [dict(run=name, subj=s, nsd_id=r['nsd_id'], iteration=k + 1, stage=f'iter_{k + 1:02d}', unet_evals=c,
+                              width=w[k], target_width=tw, width_stop=k == stop) for k, c in enumerate(image_costs(r))]
+    keys = ['run', 'subj', 'nsd_id', 'stage']
+    return pd.DataFrame(rows).merge(df[keys + ['photo'] + [m for m in METRICS_ if m in df]], on=keys, how='left')
+
+
+def candidates(a: pd.DataFrame, runs=('ours', 'master', 'boi-v2', 'ours-half', 'ours-2x', 'ours-3it')) -> pd.DataFrame:
+    "Cheaper settings as conditions of their own: each run stopped after iteration k ('run @k'), or by BOI's width rule ('run +width stop')"
+    parts = []
+    for name, g in a[a.run.isin(runs)].groupby('run'):
+        parts += [g[g.iteration == k].assign(stage=f'{name} @{k}') for k in sorted(g.iteration.unique())]
+        parts.append(g[g.width_stop].assign(stage=f'{name} +width stop'))
+    return pd.concat(parts, ignore_index=True)
+
+
+def non_inferiority(c: pd.DataFrame, base: str = 'master @6', margin: float = -0.01, n_boot: int = 10_000) -> pd.DataFrame:
+    "Each candidate - master's final in true r (nsdgeneral), 95% CIs over images and photographs, its mean UNet evaluations and cost ratio"
+    from secondsight.stats import compare_stages
+    names = [n for n in c.stage.unique() if n != base]
+    pairs = [(n, base) for n in names]
+    img = compare_stages(c, pairs, ['true:nsdgeneral'], n_boot=n_boot).set_index('comparison')
+    pho = compare_stages(c, pairs, ['true:nsdgeneral'], n_boot=n_boot, groups='photo').set_index('comparison')
+    cost = c.groupby('stage').unet_evals.mean()
+    t = pd.DataFrame(dict(candidate=names, unet_evals=[cost[n] for n in names], cost_ratio=[cost[n] / cost[base] for n in names],
+                          diff=[img.loc[f'{n} - {base}', 'diff'] for n in names], lo=[img.loc[f'{n} - {base}', 'lo'] for n in names],
+                          hi=[img.loc[f'{n} - {base}', 'hi'] for n in names], lo_photographs=[pho.loc[f'{n} - {base}', 'lo'] for n in names]))
+    t['non_inferior'] = t.lo > margin
+    return t.sort_values('unet_evals').reset_index(drop=True)
+
+
+def anytime_figure(a: pd.DataFrame, c: pd.DataFrame, lib: pd.Series, fig_dir: Path,
+                   runs=('master', 'ours', 'boi-v2', 'ours-half', 'ours-2x')) -> str:
+    "Mean true and hybrid r of the running best against cumulative UNet evaluations; BOI's width stop as a cross; library top-1 dashed"
+    import matplotlib.pyplot as plt
+    fig, axs = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, m in zip(axs, ('true:nsdgeneral', 'hybrid:nsdgeneral')):
+        for k, name in enumerate(r for r in runs if r in set(a.run)):
+            g = a[a.run == name].groupby('iteration')[['unet_evals', m]].mean()
+            ax.plot(g.unet_evals / 1e3, g[m], '-o', ms=3, color=f'C{k}', label=name)
+            st = c[c.stage == f'{name} +width stop'][['unet_evals', m]].mean()
+            ax.plot(st.unet_evals / 1e3, st[m], 'x', ms=8, mew=2, color=f'C{k}')
+        ax.axhline(lib[m], color='grey', ls='--', lw=1, label='library top-1')
+        ax.set_xscale('log'); ax.set_xlabel('UNet evaluations per image (thousands, log)', fontsize=8)
+        ax.set_title(f'{m.split(":")[0]} r (nsdgeneral) of the running best', fontsize=9); ax.tick_params(labelsize=8)
+    axs[0].set_ylabel('mean r over 120 images', fontsize=8); axs[1].legend(fontsize=7, loc='lower right')
+    fig.suptitle('anytime: what each UNet evaluation buys (x: BOI\'s width stop)', fontsize=9); fig.tight_layout()
+    p = fig_dir / 'judge_anytime.png'; fig.savefig(p, dpi=80); plt.close(fig)
+    return str(p)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--runs', nargs='*', default=None, help='run names (default: all)')
@@ -218,6 +296,8 @@ def main():
     ap.add_argument('--n-boot', type=int, default=10_000)
     ap.add_argument('--seed', type=int, default=0, help='base seed of the runs (a replicate: another seed and another --out)')
     ap.add_argument('--evaluate-only', action='store_true')
+    ap.add_argument('--summary', type=Path, default=None, help="also write the small tables (means, comparisons, anytime, "
+                    "non-inferiority) and the figures here (the committed ones: bench/results/judge)")
     a = ap.parse_args()
     from secondsight.core import runs_dir
     a.out = a.out or runs_dir() / 'judge'
@@ -235,13 +315,26 @@ def main():
     subj.to_csv(a.out / 'per_subject.csv', index=False)
     means = cond.groupby('stage')[[m for m in METRICS_ if m in cond]].mean().round(4)
     means.to_csv(a.out / 'means.csv')
-    files = figures(cond, cmp, a.fig_dir or a.out) + [trajectory(df, a.fig_dir or a.out)]
+    fig_dir = a.fig_dir or a.summary or a.out
+    files = figures(cond, cmp, fig_dir) + [trajectory(df, fig_dir)]
+    at = anytime(runs, a.subjects, a.out, df); at.to_csv(a.out / 'anytime_per_image.csv', index=False)
+    cand = candidates(at)
+    ni = non_inferiority(cand, n_boot=a.n_boot) if 'master @6' in set(cand.stage) else pd.DataFrame()
+    curve = at.groupby(['run', 'iteration'])[['unet_evals', 'width', 'target_width'] + [m for m in METRICS_ if m in at]].mean().round(4)
+    files.append(anytime_figure(at, cand, cond[cond.stage == 'library top-1'][[m for m in METRICS_ if m in cond]].mean(), fig_dir))
+    for d in {a.out, a.summary} - {None}:
+        d.mkdir(parents=True, exist_ok=True)
+        ni.round(4).to_csv(d / 'non_inferiority.csv', index=False); curve.to_csv(d / 'anytime.csv')
+        if d == a.summary:
+            means.to_csv(d / 'means.csv'); cmp.round(4).to_csv(d / 'comparisons.csv', index=False); subj.round(4).to_csv(d / 'per_subject.csv', index=False)
     print(means.to_string(), file=sys.stderr)
+    if len(ni): print(ni.to_string(), file=sys.stderr)
+    cheapest = ni[ni.non_inferior].iloc[0].to_dict() if len(ni) and ni.non_inferior.any() else None
     print(json.dumps(dict(bench='judge', subjects=a.subjects, runs={k: dict(what=v[0], overrides=v[1], samples_per_image=total_samples(
         **{'loop': 'ours', **{k2: v2 for k2, v2 in v[1].items() if k2 in ('loop', 'n_iter', 'n_samples')}})) for k, v in runs.items()},
         n_images=int(cond[cond.stage == 'initial'].shape[0]), run_seconds={f'{k}/subj{s:02d}': round(v, 1) for (k, s), v in times.items()},
         seconds=dict(runs=round(t1 - t0, 1), evaluate=round(time.time() - t1, 1)), files=files,
-        means=json.loads(means.to_json(orient='index')))))
+        means=json.loads(means.to_json(orient='index')), cheapest_non_inferior=cheapest)))
 
 
 if __name__ == '__main__':

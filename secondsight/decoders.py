@@ -17,8 +17,9 @@ from .encoders import MODEL_CLASSES, ridge_fit, trial_data
 
 # %% auto #0
 __all__ = ['RECIPES', 'DECODERS', 'LinearDecoder', 'fit_ridge_decoder', 'residual_mlp', 'run_trunk', 'MindEyeDecoder',
-           'soft_clip_loss', 'mixco', 'bimixco_loss', 'soft_temps', 'param_groups', 'one_cycle', 'fit_mindeye',
-           'BrainPrior', 'LowLevelDecoder', 'fit_lowlevel', 'shown_latents', 'train_lowlevel', 'train_decoder']
+           'load_mindeye_checkpoint', 'soft_clip_loss', 'mixco', 'bimixco_loss', 'soft_temps', 'param_groups',
+           'one_cycle', 'fit_mindeye', 'BrainPrior', 'LowLevelDecoder', 'fit_lowlevel', 'shown_latents',
+           'train_lowlevel', 'train_decoder']
 
 # %% ../nbs/01b_decoders.ipynb #b097c4b1
 class LinearDecoder(nn.Module):
@@ -79,6 +80,34 @@ class MindEyeDecoder(nn.Module):
         return self.prior.sample(e, guidance_scale, steps, seed) if self.prior is not None else e
 
 MODEL_CLASSES['MindEyeDecoder'] = MindEyeDecoder
+
+# %% ../nbs/01b_decoders.ipynb #6da666df
+def _mindeye_keys(state:dict) -> dict:
+    "MindEye's brain-network keys (`voxel2clip.` prefix dropped, `mlp.K` -> `blocks.K`); the prior network's (`net.`) left out"
+    out = {}
+    for k, v in state.items():
+        k = k[len('voxel2clip.'):] if k.startswith('voxel2clip.') else k
+        if k.split('.')[0] in ('lin0', 'mlp', 'lin1', 'projector'): out['blocks' + k[3:] if k.startswith('mlp.') else k] = v
+    return out
+
+def load_mindeye_checkpoint(path, # MindEye's `.pth` ({'model_state_dict': ...}) or a bare state dict
+                            nvox:int, d_out:int, # the subject's voxels and our generator's embedding size
+                           ) -> tuple: # (MindEyeDecoder with what fits loaded, {'loaded': [...], 'fresh': {key: why}})
+    "A MindEyeDecoder from a MindEye checkpoint: every tensor whose shape matches ours, the rest fresh; a voxel mismatch is an error"
+    ck = torch.load(path, map_location='cpu', weights_only=True)
+    theirs = _mindeye_keys(ck.get('model_state_dict', ck))
+    if 'lin0.0.weight' not in theirs: raise ValueError(f"{path}: no MindEye brain network in it (no lin0.0.weight under voxel2clip. or at the top).")
+    hidden, n = theirs['lin0.0.weight'].shape
+    if n != nvox: raise ValueError(f"{path}: its brain network takes {n} voxels (lin0.0.weight {tuple(theirs['lin0.0.weight'].shape)}), "
+                                   f"the subject has {nvox}: a checkpoint of another subject or voxel selection.")
+    blocks = 1 + max(int(k.split('.')[1]) for k in theirs if k.startswith('blocks.'))
+    m = MindEyeDecoder(nvox, d_out, hidden=hidden, n_blocks=blocks, projector_layers=3)
+    ours = m.state_dict()
+    fit = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
+    m.load_state_dict(fit, strict=False)
+    fresh = {k: (f"checkpoint {tuple(theirs[k].shape)}, ours {tuple(v.shape)}" if k in theirs else "not in the checkpoint") for k, v in ours.items() if k not in fit}
+    return m.eval(), dict(loaded=sorted(fit), fresh=fresh)
+
 
 # %% ../nbs/01b_decoders.ipynb #4328119c
 def soft_clip_loss(preds, targs, temp:float=0.006):

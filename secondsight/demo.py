@@ -17,9 +17,9 @@ from PIL import Image
 # %% auto #0
 __all__ = ['DEMO_VERSION', 'DEMO_SIZES', 'DEMO_PHOTOS', 'DEMO_TEST_PHOTOS', 'DEMO_OTHER_PHOTOS', 'DEMO_ARCH', 'DEMO_ARCH_CONFIG',
            'DEMO_EMBEDDER', 'DEMO_CLIP', 'DEMO_AE', 'DEMO_GNET', 'DEMO_TRAINING', 'DEMO_DECODERS', 'DEMO_IMG2IMG',
-           'DEMO', 'photo_source', 'make_demo_stimuli', 'contrast_energy', 'DemoBrain', 'make_demo_nsd', 'ensure_demo',
-           'demo_provenance', 'demo_brain', 'true_response', 'TrueBrain', 'demo_embedder', 'DemoGenerator',
-           'demo_generator', 'DemoData']
+           'DEMO_GENERATOR_VERSION', 'DEMO_WORLD', 'DEMO', 'photo_source', 'render_crop', 'make_demo_stimuli',
+           'contrast_energy', 'DemoBrain', 'make_demo_nsd', 'ensure_demo', 'demo_provenance', 'demo_brain',
+           'true_response', 'TrueBrain', 'demo_embedder', 'DemoWorld', 'DemoGenerator', 'demo_generator', 'DemoData']
 
 # %% ../nbs/05_demo.ipynb #0bf71dd8
 import h5py
@@ -85,6 +85,18 @@ DEMO_TEST_PHOTOS = ('chelsea', 'rocket', 'camera', 'grace_hopper', 'gravel')   #
 DEMO_OTHER_PHOTOS = tuple(p for p in DEMO_PHOTOS if p not in DEMO_TEST_PHOTOS)  # everything else: training, library
 
 # %% ../nbs/05_demo.ipynb #56602261
+def render_crop(view,            # the photograph: uint8 (H,W,3), or a PIL image (no copy: the generator keeps them so)
+                box,             # (x0, y0, x1, y1) px in the photograph (cut at whole pixels)
+                flip:bool=False, rot90:int=0, saturation:float=1., gain=(1., 1., 1.), gamma:float=1., size:int=64) -> np.ndarray:
+    "A demo image uint8 (size,size,3): a box of a photograph, resized, flipped, turned and colour shifted (the brick's recipe)."
+    im = (view if isinstance(view, Image.Image) else Image.fromarray(view)).crop(tuple(int(v) for v in box)).resize((size, size), Image.LANCZOS, reducing_gap=2.0)
+    a = np.asarray(im).astype(np.float32)/255
+    if flip: a = a[:, ::-1]
+    a = np.rot90(a, rot90)
+    gray = a @ np.array([0.299, 0.587, 0.114], np.float32)
+    a = (gray[..., None] + saturation*(a - gray[..., None]))*np.asarray(gain, np.float32)
+    return (np.clip(np.clip(a, 0, 1)**gamma*255 + 0.5, 0, 255)).astype(np.uint8)
+
 def _demo_stimulus(photos, rng, size=64):
     "One random crop / flip / colour shift of one of `photos` [(name, views)] -> (uint8 (size,size,3), provenance dict)."
     k = int(rng.integers(len(photos))); name, views = photos[k]
@@ -92,19 +104,14 @@ def _demo_stimulus(photos, rng, size=64):
     side = rng.uniform(0.15, 0.95)*min(H, W); asp = np.exp(rng.uniform(-0.15, 0.15))
     h, w = min(H, side*asp), min(W, side/asp)
     y0, x0 = rng.uniform(0, H - h), rng.uniform(0, W - w)
-    im = Image.fromarray(ph).crop((int(x0), int(y0), int(x0 + w), int(y0 + h))).resize((size, size), Image.LANCZOS, reducing_gap=2.0)
-    a = np.asarray(im).astype(np.float32)/255
+    box = [int(x0), int(y0), int(x0 + w), int(y0 + h)]
     flip, rot = bool(rng.random() < 0.5), int(rng.integers(4)) if rng.random() < 0.1 else 0
-    if flip: a = a[:, ::-1]
-    a = np.rot90(a, rot)
-    gray = a @ np.array([0.299, 0.587, 0.114], np.float32)
     sat = 0.0 if rng.random() < 0.1 else rng.uniform(0.5, 1.4)
     gain, gamma = rng.uniform(0.75, 1.25, 3).astype(np.float32), float(np.exp(rng.normal(0, 0.2)))
-    a = (gray[..., None] + sat*(a - gray[..., None]))*gain
-    a = np.clip(a, 0, 1)**gamma
-    info = dict(photo=name, view=v, box=[int(x0), int(y0), int(x0 + w), int(y0 + h)], flip=flip, rot90=rot,
+    info = dict(photo=name, view=v, box=box, flip=flip, rot90=rot,
                 saturation=round(float(sat), 3), gain=[round(float(g), 3) for g in gain], gamma=round(gamma, 3))
-    return (np.clip(a*255 + 0.5, 0, 255)).astype(np.uint8), info
+    return render_crop(ph, box, flip, rot, sat, gain, gamma, size), info
+
 
 # %% ../nbs/05_demo.ipynb #0f14defa
 def make_demo_stimuli(n, seed=0, size=64,
@@ -467,18 +474,69 @@ def _img2img_gains(spectrum, a2:float, beta:float, kappa:float) -> torch.Tensor:
     L = spectrum**beta
     return L/(L + kappa*(1 - a2)/a2)
 
+# %% ../nbs/05_demo.ipynb #a65b611b
+DEMO_GENERATOR_VERSION = 3   # 3: the world of moved crops (DemoWorld); 2: library images zoomed (ties the library top-1)
+DEMO_WORLD = dict(shift=0.15, scale=0.25, saturation=0.2, gain=0.08, gamma=0.15, min_side=16, p_mix=0.2, mix=(0.15, 0.45))
+
+class DemoWorld:
+    "The demo generator's world: crops of the library's photographs near library images' recipes, rendered as the brick's"
+    def __init__(self, recipes,            # the library images' provenance, in donor order (`demo_provenance().loc[ids]` or dicts)
+                 size:int=64,              # rendered side, px
+                 views:dict|None=None,     # photograph name -> its views (uint8 arrays); None: the demo photographs
+                 **moves):                 # DEMO_WORLD overrides
+        self.recipes = recipes.reset_index().to_dict('records') if hasattr(recipes, 'to_dict') else [dict(r) for r in recipes]
+        photos = sorted({r['photo'] for r in self.recipes})
+        shown = sorted(set(photos) & set(DEMO_TEST_PHOTOS))
+        if shown: raise ValueError(f"the generator's world may not hold test photographs, got recipes of {shown}: "
+                                   "build it from library images only (subject.library_nsd_ids).")
+        views = views if views is not None else {p: _photo_views(p) for p in photos}
+        self.views = {p: [Image.fromarray(v) for v in vs] for p, vs in views.items()}   # PIL: no copy per render
+        self.size, self.moves = size, DEMO_WORLD | moves
+    def __len__(self): return len(self.recipes)
+    def render(self, r:dict) -> np.ndarray:
+        "The image uint8 (size,size,3) of recipe `r`"
+        return render_crop(self.views[r['photo']][r['view']], r['box'], r['flip'], r['rot90'], r['saturation'], r['gain'], r['gamma'], self.size)
+
+
+# %% ../nbs/05_demo.ipynb #ac7d2d2f
+@patch
+def move(self:DemoWorld, r:dict, z) -> dict:
+    "Recipe `r` moved by 8 standard normals z: box centre (x, y) and side, saturation, gains (3), gamma; the box stays in the photograph."
+    m, z = self.moves, [float(v) for v in z]
+    W, H = self.views[r['photo']][r['view']].size
+    x0, y0, x1, y1 = r['box']; w, h = x1 - x0, y1 - y0; side = (w*h)**0.5
+    k = float(np.clip(np.exp(m['scale']*z[2]), m['min_side']/min(w, h), min(W/w, H/h)))
+    w, h = w*k, h*k
+    cx = float(np.clip((x0 + x1)/2 + m['shift']*side*z[0], w/2, W - w/2))
+    cy = float(np.clip((y0 + y1)/2 + m['shift']*side*z[1], h/2, H - h/2))
+    return dict(r, box=[cx - w/2, cy - h/2, cx + w/2, cy + h/2],
+                saturation=float(np.clip(r['saturation']*np.exp(m['saturation']*z[3]), 0, 1.6)),
+                gain=[float(g*np.exp(m['gain']*v)) for g, v in zip(r['gain'], z[4:7])], gamma=float(r['gamma']*np.exp(m['gamma']*z[7])))
+
+@patch
+def draw(self:DemoWorld, near:Sequence[int], g:torch.Generator) -> torch.Tensor:
+    "A new image (3,size,size) in [0, 1] near the recipes `near`: one moved, one time in p_mix blended with another moved one."
+    u, z = torch.rand(4, generator=g), torch.randn(2, 8, generator=g)      # always drawn: each sample's stream is fixed
+    pick = lambda v: self.recipes[near[min(int(v*len(near)), len(near) - 1)]]
+    a = self.render(self.move(pick(u[0]), z[0])).astype(np.float32)
+    if u[1] < self.moves['p_mix']:
+        lo, hi = self.moves['mix']; w = lo + (hi - lo)*float(u[3])
+        a = (1 - w)*a + w*self.render(self.move(pick(u[2]), z[1]))
+    return torch.from_numpy((a/255).astype(np.float32)).permute(2, 0, 1)
+
+
 # %% ../nbs/05_demo.ipynb #4561556c
 def _donors_u8(x) -> torch.Tensor:
     "Float images (n,3,H,W) in [0, 1] as uint8, a quarter of the memory (4,560 library images: 56 MB)."
     return (x*255 + 0.5).clamp(0, 255).to(torch.uint8)
 
 class DemoGenerator:
-    "The demo's image model: library images near the embedding (donors), blended with the init image per frequency as SD's schedule keeps it"
-    def __init__(self, mean, components, spectrum, donors, donor_embeds, embedder, size:int, n_neighbours:int=16, zoom:float=0.1):
+    "The demo's image model: new images near the embedding (from its world), blended with the init image per frequency as SD's schedule keeps it"
+    def __init__(self, mean, components, spectrum, donors, donor_embeds, embedder, size:int, n_neighbours:int=16, world:DemoWorld|None=None):
         self.mean, self.components = mean, components          # PCA latent space (D,), (k, D): D = 3*size*size in [-1, 1] units
         self.spectrum = spectrum                                # (m, m//2+1) library power per frequency, m = size + 2*pad
         self.donors, self.donor_embeds = donors, donor_embeds   # uint8 (L, 3, size, size) library images, float (L, d) embeddings
-        self.embedder, self.size, self.n_neighbours, self.zoom = embedder, size, n_neighbours, zoom
+        self.embedder, self.size, self.n_neighbours, self.world = embedder, size, n_neighbours, world   # world: None = the donors as they are
         self.pad, self.acp = size//4, _alphas_cumprod()
 
     @classmethod
@@ -487,7 +545,7 @@ class DemoGenerator:
             embeds=None,             # (n, d) embeddings of `images` if already computed
             n_components:int=256,    # PCA components = latent dimension
             size:int|None=None,      # model resolution (default: the images')
-            **kwargs):               # n_neighbours, zoom
+            **kwargs):               # n_neighbours, world (its recipes in the order of `images`)
         "Fit the PCA latent space and the spectrum, and keep the images as donors."
         x = as_images(images); size = size or x.shape[-1]; x = resize(x, size)
         E = as_tensor(embeds if embeds is not None else embedder.embed(x)).float().cpu()
@@ -519,16 +577,13 @@ def decode_latents(self:DemoGenerator, latents) -> torch.Tensor:
 # %% ../nbs/05_demo.ipynb #7d15e8ad
 @patch
 def _donors(self:DemoGenerator, E, gens) -> torch.Tensor:
-    "One donor per sample (n,3,size,size) in [-1, 1]: a random one of the library images nearest to its embedding, zoomed in at random."
+    "One donor per sample (n,3,size,size) in [-1, 1]: a new image of the world near the library images nearest its embedding."
     d = torch.cdist(E, self.donor_embeds.float(), compute_mode='donot_use_mm_for_euclid_dist')   # exact: batch-independent
     near = d.topk(min(self.n_neighbours, d.shape[1]), largest=False).indices                     # (n, k)
-    u = torch.stack([torch.rand(4, generator=g) for g in gens])                                  # pick, zoom, x, y
-    x = self.donors[near[torch.arange(len(E)), (u[:, 0]*near.shape[1]).long()]].float()/255
-    sc = 1 - self.zoom*u[:, 1]                                                                   # box side / image side: 0.9-1
-    theta = torch.zeros(len(E), 2, 3); theta[:, 0, 0] = theta[:, 1, 1] = sc
-    theta[:, 0, 2], theta[:, 1, 2] = (1 - sc)*(2*u[:, 2] - 1), (1 - sc)*(2*u[:, 3] - 1)           # the box stays inside
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode='bicubic', padding_mode='border', align_corners=False)*2 - 1
+    if self.world is not None: x = torch.stack([self.world.draw(nr.tolist(), g) for nr, g in zip(near, gens)])
+    else: x = self.donors[near[torch.arange(len(E)), torch.cat([torch.randint(near.shape[1], (1,), generator=g) for g in gens])]].float()/255
+    return x*2 - 1
+
 
 # %% ../nbs/05_demo.ipynb #2176a523
 @patch
@@ -544,7 +599,7 @@ def vary(self:DemoGenerator, init_images, embeds, strength:float, n:int, seed:in
     if init_images is None and strength < 1: raise ValueError(f"init_images=None needs strength=1; got strength={strength}")
     # 2. One generator per sample: a batched call equals one-by-one calls with the same seeds
     gens = [torch.Generator().manual_seed(s) for s in sample_seeds(seed, n)]
-    # 3. Donors: library images near each sample's embedding
+    # 3. Donors: new images of the world near each sample's embedding
     E = broadcast(as_tensor(embeds).float().cpu().reshape(-1, self.donor_embeds.shape[1]), n, 'embeds')
     x = self._donors(E, gens)
     # 4. img2img: the init image's frequencies that survive the noise at t = strength*T, the donor's elsewhere
@@ -570,7 +625,8 @@ def demo_generator(cfg, # the run's `SearchConfig` (unused: the demo model has n
     build_id = {k: v for k, v in json.loads((subject.root/'DEMO.json').read_text()).items() if k in ('version', 'seed')}
     cached(p, dict(version=3, demo=build_id, embedder=embedder.name, library=hashlib.sha1(lib.tobytes()).hexdigest()[:16]), build)
     t, x = load_file(str(p)), as_images(images)
-    return DemoGenerator(*(t[k] for k in keys), _donors_u8(x), torch.from_numpy(embeds), embedder, size=x.shape[-1])
+    world = DemoWorld(demo_provenance(subject.root).loc[lib], size=x.shape[-1])     # the library's recipes, in donor order
+    return DemoGenerator(*(t[k] for k in keys), _donors_u8(x), torch.from_numpy(embeds), embedder, size=x.shape[-1], world=world)
 
 # %% ../nbs/05_demo.ipynb #148271c5
 class DemoData(DataSet):

@@ -18,7 +18,7 @@ from .core import (subj_name, atomic_write, file_lock, read_json, load_image, re
 from .data import DATASETS, get_dataset, load_subject, choose_dataset
 from .models import EncoderSet, get_encoders, prepare_subject, get_autoencoders, published_autoencoder_paths
 from .search import (SearchLoop, LOOPS, DEFAULT_LOOP, InitialGuess, initial_guesses, start_from,
-    scoring_masks, search)
+    scoring_masks, search, bootstrap_width)
 from .unclip import DTYPES, SCHEDULERS, UnCLIPGenerator
 
 # %% auto #0
@@ -387,6 +387,8 @@ class ImageResult:
     search_score: dict             # iter_NN -> the running best's score (the loop's encoder and target)
     search_mean_score: list        # per iteration, the mean score of its samples
     search_branch_means: list      # per iteration, the mean score of each branch
+    search_width: list             # per iteration, the width of its samples' predicted betas (`bootstrap_width`)
+    target_width: float            # the width of the target's (AE-denoised) repetitions: BOI's stop compares the two
     best_iter: int                 # iteration (1-based) the reconstruction was drawn in
     final_distribution: dict       # iter (1-based), n, mean_score of the saved samples
     strength: list; momentum: list; n_per_branch: list; n_branches: list   # the schedule as run
@@ -423,7 +425,7 @@ def reconstruct_image(cfg:SearchConfig, subject, nsd_id:int,
     # 2. The search, with the loop's encoder and target
     res = search(target if loop.autoencoder else measured, guess.lowlevel, guess.embed, encoders.predictor(loop.encoder), generator,
                  loop=loop, n_iter=cfg.n_iter, n_branches=cfg.n_branches, min_per_branch=cfg.min_per_branch, seed=seeds['search'],
-                 mask=scoring_masks(loop, subject.roi_masks), progress=progress)
+                 mask=scoring_masks(loop, subject.roi_masks), target_width=bootstrap_width(target), progress=progress)
     iters = {f'iter_{i + 1:02d}': im for i, im in enumerate(res.iter_images)}
     stages = dict(random=rand_img, library=lib_img, lowlevel=guess.lowlevel, initial=initial, **iters, final=res.best_image)
     stages = {k: as_images(to_uint8(im)) for k, im in stages.items()}      # 8-bit, as stored: scores are those of the PNGs
@@ -438,7 +440,8 @@ def reconstruct_image(cfg:SearchConfig, subject, nsd_id:int,
     plot_stages(stages, seen, scores, f"{subj_name(subj)} nsd {nsd_id}: hybrid r / true r", fname=stage_dir / 'figure.png')
     result = ImageResult(subj=subj, dataset=cfg.dataset, nsd_id=int(nsd_id), loop=loop.name, stages=list(stages), **scores,
                          search_score=dict(zip(iters, res.iter_scores)), search_mean_score=res.iter_mean_scores,
-                         search_branch_means=res.branch_means, best_iter=res.best_iter + 1,
+                         search_branch_means=res.branch_means, search_width=res.widths, target_width=res.target_width,
+                         best_iter=res.best_iter + 1,
                          final_distribution=dict(iter=res.samples_iter + 1, n=len(res.samples), mean_score=res.samples_mean),
                          strength=res.strengths, momentum=res.momenta, n_per_branch=res.n_per_branch,
                          n_branches=res.n_branches, random_nsd_id=rand_id, library_nsd_ids=[int(i) for i in guess.library_ids[:10]],

@@ -17,7 +17,7 @@ from .core import (load_image, resize, as_images, derive_seed, sample_seeds, as_
 __all__ = ['INTERPOLATIONS', 'READD_RULES', 'LOOP_BODIES', 'LOOPS', 'DEFAULT_LOOP', 'strength_schedule', 'momentum_schedule',
            'samples_per_branch', 'slerp', 'lerp', 'reference_slerp', 'SearchLoop', 'rank_library', 'Generator',
            'InitialGuess', 'initial_guesses', 'read_reconstructions', 'mindeye_reconstruct', 'start_from',
-           'SearchResult', 'roi_scores', 'scoring_masks', 'RunningBest', 'IterationLog', 'search']
+           'SearchResult', 'roi_scores', 'scoring_masks', 'bootstrap_width', 'RunningBest', 'IterationLog', 'search']
 
 # %% ../nbs/03_search.ipynb #24833b71
 from .models import EncoderSet, get_decoder, get_lowlevel
@@ -90,11 +90,13 @@ class SearchLoop:
     autoencoder: bool = True           # score against AE-denoised betas (the runner's; needs SearchConfig.use_autoencoder)
     average_reps: bool = False         # score against the mean of the repetitions, not r averaged over them
     score_rois: str|None = None        # score = mean of these ROIs' r, e.g. 'early_vis,higher_vis' (None: r over all voxels)
+    stop_width: bool = False           # BOI v1's early stop: after an iteration whose samples' predicted betas are narrower than the target's repetitions
 
     def __post_init__(self):
         for k, ok in (('body', LOOP_BODIES), ('interp', tuple(INTERPOLATIONS)), ('readd_best', READD_RULES),
                       ('encoder', EncoderSet.PREDICTORS)):
             if getattr(self, k) not in ok: raise ValueError(f"SearchLoop({self.name!r}).{k}={getattr(self, k)!r} is invalid: expected one of {ok}.")
+        if self.stop_width and self.body != 'master': raise ValueError(f"SearchLoop({self.name!r}).stop_width needs body='master' (BOI's loop); got body={self.body!r}.")
 
     def strengths(self, n_iter:int)->list[float]:
         "The img2img strength of each iteration"
@@ -300,6 +302,8 @@ class SearchResult:
     n_per_branch: list              # samples per branch per iteration
     n_branches: list                # branches per iteration
     seeds: list                     # base seed per iteration and branch
+    widths: list                    # per iteration, the width of its samples' predicted betas (`bootstrap_width`, mean over branches)
+    target_width: float|None = None # the target repetitions' width (BOI's early stop compares the two)
 
 # %% ../nbs/03_search.ipynb #89b8c9b1
 def roi_scores(preds, betas, mask=None)->torch.Tensor:
@@ -315,10 +319,17 @@ def scoring_masks(loop:SearchLoop, roi_masks:dict)->dict|None:
     if missing: raise ValueError(f"score_rois={loop.score_rois!r}: the subject has no ROI {missing[0]!r}; its ROIs are {sorted(roi_masks)}.")
     return {r: torch.as_tensor(np.asarray(roi_masks[r], bool)) for r in names}
 
+def bootstrap_width(x)->float:
+    "BOI's width of betas x (n, nvox): the variance over bootstrap resamples of the rows, mean over voxels, in expectation ((n-1)/n var)"
+    x = as_tensor(x).float(); x = x[x.ne(0).any(-1)]          # all-zero rows: missing repetitions
+    return float(x.var(0, unbiased=False).mean() * (len(x) - 1) / len(x)) if len(x) > 1 else float('nan')
+
 def _draw(generator, encoder, betas, mask, branches, strength:float, n:int, seeds:list):
-    "n samples from each branch (init image, embedding) and their scores: ((B*n,3,H,W), (B*n,))"
+    "n samples from each branch (init image, embedding), their scores and the mean width of the branches' predictions: ((B*n,3,H,W), (B*n,), float)"
     imgs = torch.cat([generator.vary(img, emb[None], strength, n, seed=sd) for (img, emb), sd in zip(branches, seeds)])
-    return imgs, roi_scores(encoder.predict(imgs), betas, mask)
+    preds = encoder.predict(imgs)
+    w = as_tensor(preds).float().view(len(branches), n, -1).var(1, unbiased=False).mean(-1) * (n - 1) / n   # bootstrap_width per branch
+    return imgs, roi_scores(preds, betas, mask), float(w.mean())
 
 def _readd(rule:str, best_id, seed_ids)->bool:
     "Does the running best image get a branch of its own? (`rule` from READD_RULES)"
@@ -346,16 +357,17 @@ class IterationLog:
     iter_images: list = field(default_factory=list); iter_scores: list = field(default_factory=list)
     iter_mean_scores: list = field(default_factory=list); branch_means: list = field(default_factory=list)
     n_per_branch: list = field(default_factory=list); n_branches: list = field(default_factory=list); seeds: list = field(default_factory=list)
-    def add(self, image, score:float, scores, means, k:int, seeds:list):
-        "Append one iteration: its image and score, the samples' and branches' mean scores, samples per branch, the seeds"
-        for name, v in zip(self.names(), (image, score, float(scores.mean()), means.tolist(), k, len(seeds), seeds)): getattr(self, name).append(v)
+    widths: list = field(default_factory=list)
+    def add(self, image, score:float, scores, means, k:int, seeds:list, width:float):
+        "Append one iteration: its image and score, the samples' and branches' mean scores, samples per branch, the seeds, the width"
+        for name, v in zip(self.names(), (image, score, float(scores.mean()), means.tolist(), k, len(seeds), seeds, width)): getattr(self, name).append(v)
     @classmethod
     def names(cls)->list[str]: return [f.name for f in fields(cls)]
     def records(self)->dict: return {k: getattr(self, k) for k in self.names()}
 
 # %% ../nbs/03_search.ipynb #5bace416
 def _search_master(loop, betas, init_image, c, encoder, generator, *, n_iter, n_samples, n_branches, strengths, momenta,
-                   min_per_branch, mask, seed, progress)->SearchResult:
+                   min_per_branch, mask, seed, progress, target_width=None)->SearchResult:
     "Master's loop: iteration 0 is one batch; the result is the best sample of the batch with the best mean score."
     mix, best, log = INTERPOLATIONS[loop.interp], RunningBest(init_image, toward=c), IterationLog()
     imgs = scores = None                                        # the previous iteration's samples
@@ -370,7 +382,7 @@ def _search_master(loop, betas, init_image, c, encoder, generator, *, n_iter, n_
                 seed_imgs.append(best.image); towards.append(c)
         branches, seeds = [(im, mix(c, t, m)) for im, t in zip(seed_imgs, towards)], [derive_seed(seed, it, b) for b in range(len(seed_imgs))]
         # 2. Generate (one call per branch) and score (one encoder call)
-        imgs, scores = _draw(generator, encoder, betas, mask, branches, s, k, seeds)
+        imgs, scores, width = _draw(generator, encoder, betas, mask, branches, s, k, seeds)
         # 3. The running best: the batch with the highest mean score so far, and its best sample
         means = scores.view(len(branches), k).mean(1)
         for b, mb in enumerate(means.tolist()):
@@ -380,14 +392,17 @@ def _search_master(loop, betas, init_image, c, encoder, generator, *, n_iter, n_
         if it == 0 and best.id is not None: best.toward = as_tensor(generator.embed(best.image))[0]   # its own embedding
         # 4. The running embedding moves every iteration, towards the best batch's embedding
         c = mix(c, best.toward, m)
-        log.add(best.image, best.score, scores, means, k, seeds)
+        log.add(best.image, best.score, scores, means, k, seeds, width)
+        # 5. BOI v1's early stop: the samples' predicted betas are already narrower than the measured repetitions
+        if loop.stop_width and width < target_width: break
     if best.id is None: raise ValueError("no batch had a mean score above -1 (NaN scores?): check the encoder's predictions and the target betas")
     return SearchResult(loop.name, best.image, best.score, best.iter, samples=best.samples, sample_scores=best.sample_scores,
-                        samples_iter=best.iter, samples_mean=best.mean, embed=c, strengths=strengths, momenta=momenta, **log.records())
+                        samples_iter=best.iter, samples_mean=best.mean, embed=c, strengths=strengths[:it + 1], momenta=momenta[:it + 1],
+                        target_width=target_width, **log.records())
 
 # %% ../nbs/03_search.ipynb #531c8dff
 def _search_preprint(loop, betas, init_image, c, encoder, generator, *, n_iter, n_samples, n_branches, strengths, momenta,
-                     min_per_branch, mask, seed, progress)->SearchResult:
+                     min_per_branch, mask, seed, progress, target_width=None)->SearchResult:
     "The preprint's loop: branches from iteration 0; the result is the best single sample."
     mix, log, best = INTERPOLATIONS[loop.interp], IterationLog(), None
     seed_imgs, seed_embs, seed_ids = [init_image] * n_branches, [c] * n_branches, [('init', b) for b in range(n_branches)]
@@ -399,7 +414,7 @@ def _search_preprint(loop, betas, init_image, c, encoder, generator, *, n_iter, 
         if _readd(loop.readd_best, best and best.id, seed_ids): branches.append((best.image, c))
         seeds = [derive_seed(seed, it, b) for b in range(len(branches))]
         # 2. Generate (one call per branch) and score (one encoder call)
-        imgs, scores = _draw(generator, encoder, betas, mask, branches, s, k, seeds)
+        imgs, scores, width = _draw(generator, encoder, betas, mask, branches, s, k, seeds)
         # 3. Next seeds: the top n_branches samples of the iteration
         top = scores.topk(n_branches).indices
         seed_imgs, seed_ids = [imgs[j:j + 1] for j in top], [(it, int(j)) for j in top]
@@ -408,12 +423,13 @@ def _search_preprint(loop, betas, init_image, c, encoder, generator, *, n_iter, 
         means = scores.view(len(branches), k).mean(1)
         bb = int(means.argmax())
         j = bb * k + int(scores[bb * k:(bb + 1) * k].argmax())
-        log.add(imgs[j:j + 1], float(scores[j]), scores, means, k, seeds)
+        log.add(imgs[j:j + 1], float(scores[j]), scores, means, k, seeds, width)
         if best is None or float(scores[j]) > best.score:
             best = RunningBest(imgs[j:j + 1], id=(it, j), score=float(scores[j]), iter=it)
             c = mix(c, branches[bb][1], m)
     return SearchResult(loop.name, best.image, best.score, best.iter, samples=imgs, sample_scores=scores,
-                        samples_iter=n_iter - 1, samples_mean=float(scores.mean()), embed=c, strengths=strengths, momenta=momenta, **log.records())
+                        samples_iter=n_iter - 1, samples_mean=float(scores.mean()), embed=c, strengths=strengths, momenta=momenta,
+                        target_width=target_width, **log.records())
 
 # %% ../nbs/03_search.ipynb #6dcc9fbc
 def _as_loop(loop)->SearchLoop:
@@ -435,6 +451,7 @@ def search(betas,                       # (reps, nvox) or (nvox,) target betas; 
            min_per_branch:int=10,       # lower bound of the samples per branch
            mask=None,                   # voxels used for scoring: bool (nvox,), or {roi: mask} to average the ROIs' r (`scoring_masks`)
            seed:int=0,                  # base seed: branch b of iteration i uses derive_seed(seed, i, b)
+           target_width:float|None=None, # width of the target's repetitions (None: `bootstrap_width(betas)`; BOI: the AE-denoised ones)
            progress:bool=False)->SearchResult:
     "Second Sight's stochastic search, as `loop` runs it: a pure function of (betas, initial guess, encoder, generator, loop, seed)."
     # 1. Check inputs
@@ -447,8 +464,12 @@ def search(betas,                       # (reps, nvox) or (nvox,) target betas; 
     if not 1 <= n_branches <= n_samples: raise ValueError(f"n_branches={n_branches} must be in 1..n_samples={n_samples}")
     betas = as_tensor(betas)
     betas = betas[None] if betas.ndim == 1 else betas
+    target_width = bootstrap_width(betas) if target_width is None else float(target_width)
+    if loop.stop_width and not target_width >= 0:
+        raise ValueError(f"loop {loop.name!r} stops on width, but the target's width is {target_width}: pass two or more repetitions, or target_width.")
     if loop.average_reps: betas = betas[betas.ne(0).any(-1)].mean(0, keepdim=True)     # one target: the repetitions' mean
     # 2. The loop's body
     body = dict(master=_search_master, preprint=_search_preprint)[loop.body]
     return body(loop, betas, init_image, as_tensor(init_embed).reshape(-1), encoder, generator, n_iter=n_iter, n_samples=n_samples,
-                n_branches=n_branches, strengths=strengths, momenta=momenta, min_per_branch=min_per_branch, mask=mask, seed=seed, progress=progress)
+                n_branches=n_branches, strengths=strengths, momenta=momenta, min_per_branch=min_per_branch, mask=mask, seed=seed, progress=progress,
+                target_width=target_width)

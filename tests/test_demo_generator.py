@@ -1,6 +1,7 @@
 """The demo generator on the demo's own images: the generator contract the search relies on (03_search's `Generator`:
 batched = one by one, strength 1 ignores the init image and follows the embedding, the distribution narrows as the
-strength falls), natural image statistics at every strength, and `demo_generator`'s cache."""
+strength falls), natural image statistics at every strength, its world (larger than the library, without the test
+photographs) and `demo_generator`'s cache."""
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,7 +10,8 @@ import torch
 
 from secondsight.core import as_images, sample_seeds
 from secondsight.data import load_subject
-from secondsight.demo import DemoGenerator, _radial_spectrum, demo_embedder, demo_generator
+from secondsight.demo import (DEMO_TEST_PHOTOS, DemoGenerator, DemoWorld, _radial_spectrum, demo_embedder, demo_generator,
+                              demo_provenance)
 from secondsight.search import Generator
 
 STRENGTHS = (0.3, 0.6, 0.9, 1.0)
@@ -19,7 +21,7 @@ STRENGTHS = (0.3, 0.6, 0.9, 1.0)
 def setup():
     s = load_subject(1, progress=False)
     lib = np.asarray(s.library_nsd_ids)[::4]
-    gen = DemoGenerator.fit(s.images(lib), demo_embedder(), n_components=64)
+    gen = DemoGenerator.fit(s.images(lib), demo_embedder(), n_components=64, world=DemoWorld(demo_provenance().loc[lib]))
     init = as_images(s.images(s.test_nsd_ids[:3]))
     return s, gen, init, gen.embed(init)
 
@@ -93,3 +95,21 @@ def test_demo_generator_is_cached_per_demo_build(setup):
     g2 = demo_generator(None, s, enc)
     assert len(g1.donors) == len(s.library_nsd_ids)
     torch.testing.assert_close(g1.vary(None, g1.embed(setup[2][:1]), 1.0, 4, seed=0), g2.vary(None, g2.embed(setup[2][:1]), 1.0, 4, seed=0))
+
+
+def test_the_world_holds_no_test_photograph(setup):
+    s, gen = setup[:2]
+    assert not set(gen.world.views) & set(DEMO_TEST_PHOTOS) and not {r['photo'] for r in gen.world.recipes} & set(DEMO_TEST_PHOTOS)
+    with pytest.raises(ValueError, match='may not hold test photographs'): DemoWorld(demo_provenance().loc[s.test_nsd_ids[:2]])
+
+
+def test_the_world_holds_images_the_library_lacks(setup):
+    "Conditioned on test images at strength 1, the samples are new images: far from every library image, pixel by pixel."
+    s, gen, init, e = setup
+    x = torch.cat([gen.vary(None, e[j:j + 1], 1.0, 20, seed=j) for j in range(3)])
+    lib = as_images(s.images(s.library_nsd_ids))
+    rms = torch.cdist(x.flatten(1), lib.flatten(1)).min(1).values / (x[0].numel() ** 0.5)
+    assert float((rms > 0.02).float().mean()) >= 0.9, rms
+    gen_lib = DemoGenerator(gen.mean, gen.components, gen.spectrum, gen.donors, gen.donor_embeds, gen.embedder, gen.size)
+    x = gen_lib.vary(None, e[:1], 1.0, 20, seed=0)                     # without the world: library images as they are
+    assert float(torch.cdist(x.flatten(1), gen.donors.flatten(1).float() / 255).min(1).values.max()) < 1e-3 * x[0].numel() ** 0.5
