@@ -4,9 +4,12 @@ Four demo subjects (1, 2, 5, 7; 30 test images each). Every *run* is one 03_sear
 resumable) that differs from the default in one thing:
 
 - the loops: `ours` (default), `master` (the published code), `preprint`, `boi-v2`;
-- variants of `ours` for the early-visual question: 3 iterations (more samples each), ROI-balanced scores; and
-  `ours-2x`, twice the samples per iteration, the one run NOT at equal calls (does more search help?);
-- the starting points: `decoder-ridge`, `decoder-mindeye` (the decoded embedding instead of the library's mean).
+- variants of `ours` for the early-visual question: 3 iterations (more samples each), ROI-balanced scores; and two
+  runs NOT at equal calls: `ours-2x` (twice the samples per iteration: does more search help?) and `ours-half` (half:
+  is a cheaper search as good?);
+- the starting points: `decoder-ridge`, `decoder-mindeye` (the decoded embedding instead of the library's mean),
+  `lowlevel-decoded` (the brain-decoded blurry image instead of the library's low-level image) and `boi-published`
+  (BOI v2's start: MindEye's blurry image and embedding, with the boi-v2 loop).
 
 All at EQUAL GENERATOR CALLS: every run draws about as many samples per image as `ours` at the paper's schedule (6
 iterations x 100 samples, 4 branches: 488 samples + 1 initial image); a loop or variant whose own schedule draws a
@@ -24,8 +27,18 @@ test images are crops of 5 photographs per subject, so images of one photograph 
     python bench/judge.py --evaluate-only          # tables and figures from the finished runs
     python bench/judge.py --runs ours ours-balanced --seed 1 --out runs/judge-seed1    # a replicate
 
+Anytime: every run's result.json records each iteration's samples, strength and width, so the running best after
+iteration k is a cheaper setting of its own ('run @k', its cost the UNet evaluations spent so far: int(50 s) steps x 2
+for guidance per sample, as bench/cost_model.py counts), and so is BOI v1's width stop replayed on it ('run +width
+stop'). `non_inferiority.csv` compares each with master's final (true r, nsdgeneral): non-inferior when the lower
+95% bound of the difference is above -0.01.
+
+    python bench/judge.py --runs ours master preprint boi-v2 ours-2x ours-half lowlevel-decoded boi-published \
+        --summary bench/judge_summary                # the committed tables (03_search plots them)
+
 Writes runs/judge/<run>/subjNN/ (run folders), runs/judge/per_image.csv, comparisons.csv, per_subject.csv,
-figures (--fig-dir, default runs/judge); ends with ONE JSON line.
+anytime_per_image.csv, anytime.csv, non_inferiority.csv, figures (--fig-dir, else runs/judge); with --summary the
+small tables there too; ends with ONE JSON line.
 """
 import argparse, json, os, sys, time
 from pathlib import Path
@@ -73,6 +86,10 @@ def plan(names=None) -> dict:
         'ours-2x': ("ours with twice the samples per iteration (NOT equal calls: does more search help?)", dict(n_samples=200)),
         'ours-half': ("ours with half the samples per iteration (NOT equal calls: is a cheaper search as good?)", dict(n_samples=50)),
         'ours-balanced': ("ours, score = mean r of early and higher visual", dict(score_rois='early_vis,higher_vis')),
+        'lowlevel-decoded': ("ours from the brain-decoded blurry image (MindEye's low-level decoder) instead of the library's",
+                             dict(lowlevel='decoded')),
+        'boi-published': ("BOI v2 as published: MindEye's blurry image and embedding, GNet alone, samples scaled to equal calls",
+                          dict(loop='boi-v2', init='mindeye', lowlevel='decoded', n_samples=equal_calls('boi-v2', 6, budget))),
         'decoder-ridge': ("ours from the ridge decoder's embedding", dict(init='decoder-ridge')),
         'decoder-mindeye': ("ours from the MindEye-style decoder's embedding", dict(init='decoder-mindeye')),
     }
@@ -142,6 +159,7 @@ def conditions(df: pd.DataFrame) -> pd.DataFrame:
         r = df[df.run == name]
         parts.append(r[r.stage == 'final'].assign(stage=f'final: {name}'))
         if name.startswith('decoder-'): parts.append(r[r.stage == 'initial'].assign(stage=f'{name} alone'))
+        if name == 'lowlevel-decoded': parts.append(r[r.stage == 'lowlevel'].assign(stage='low-level: decoded'))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -150,7 +168,8 @@ def pairs_for(stages) -> list:
     finals = [s for s in stages if s.startswith('final: ')]
     out = [('initial', 'random')] + [(f, 'initial') for f in finals] + [(f, 'library top-1') for f in finals]
     out += [(f, 'final: master') for f in finals if f != 'final: master' and 'final: master' in stages]
-    out += [('final: ours-2x', 'final: ours')]
+    out += [('final: ours-2x', 'final: ours'), ('final: ours-half', 'final: ours'), ('low-level: decoded', 'low-level'),
+            ('final: lowlevel-decoded', 'final: ours'), ('final: boi-published', 'final: boi-v2'), ('final: boi-published', 'final: master')]
     for dec in ('decoder-ridge', 'decoder-mindeye'):
         if f'final: {dec}' in stages:
             out += [(f'final: {dec}', f'{dec} alone'), (f'{dec} alone', 'initial')]
@@ -258,8 +277,9 @@ def non_inferiority(c: pd.DataFrame, base: str = 'master @6', margin: float = -0
     pairs = [(n, base) for n in names]
     img = compare_stages(c, pairs, ['true:nsdgeneral'], n_boot=n_boot).set_index('comparison')
     pho = compare_stages(c, pairs, ['true:nsdgeneral'], n_boot=n_boot, groups='photo').set_index('comparison')
-    cost = c.groupby('stage').unet_evals.mean()
+    cost, mean = c.groupby('stage').unet_evals.mean(), c.groupby('stage')[['true:nsdgeneral', 'hybrid:nsdgeneral']].mean()
     t = pd.DataFrame(dict(candidate=names, unet_evals=[cost[n] for n in names], cost_ratio=[cost[n] / cost[base] for n in names],
+                          true_r=[mean.loc[n, 'true:nsdgeneral'] for n in names], hybrid_r=[mean.loc[n, 'hybrid:nsdgeneral'] for n in names],
                           diff=[img.loc[f'{n} - {base}', 'diff'] for n in names], lo=[img.loc[f'{n} - {base}', 'lo'] for n in names],
                           hi=[img.loc[f'{n} - {base}', 'hi'] for n in names], lo_photographs=[pho.loc[f'{n} - {base}', 'lo'] for n in names]))
     t['non_inferior'] = t.lo > margin
@@ -297,7 +317,7 @@ def main():
     ap.add_argument('--seed', type=int, default=0, help='base seed of the runs (a replicate: another seed and another --out)')
     ap.add_argument('--evaluate-only', action='store_true')
     ap.add_argument('--summary', type=Path, default=None, help="also write the small tables (means, comparisons, anytime, "
-                    "non-inferiority) and the figures here (the committed ones: bench/results/judge)")
+                    "non-inferiority) here (the committed ones: bench/judge_summary, which 03_search plots)")
     a = ap.parse_args()
     from secondsight.core import runs_dir
     a.out = a.out or runs_dir() / 'judge'
@@ -315,7 +335,7 @@ def main():
     subj.to_csv(a.out / 'per_subject.csv', index=False)
     means = cond.groupby('stage')[[m for m in METRICS_ if m in cond]].mean().round(4)
     means.to_csv(a.out / 'means.csv')
-    fig_dir = a.fig_dir or a.summary or a.out
+    fig_dir = a.fig_dir or a.out
     files = figures(cond, cmp, fig_dir) + [trajectory(df, fig_dir)]
     at = anytime(runs, a.subjects, a.out, df); at.to_csv(a.out / 'anytime_per_image.csv', index=False)
     cand = candidates(at)

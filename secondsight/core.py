@@ -238,7 +238,7 @@ def as_images(x,           # uint8 (n,H,W,3)/(H,W,3) numpy, torch uint8/float (n
         if x.ndim != 4 or 3 not in (x.shape[1], x.shape[-1]):
             raise ValueError(f"as_images: expected images of shape (n, H, W, 3) or (n, 3, H, W), got {x.shape}.")
         if x.shape[-1] != 3: x = x.transpose(0, 2, 3, 1)  # -> (n, H, W, 3)
-        if x.dtype == np.uint8: return torch.from_numpy(np.ascontiguousarray(resize_uint8(x, hw))).permute(0, 3, 1, 2).float().div(255).to(device)
+        if x.dtype == np.uint8: return torch.from_numpy(np.require(resize_uint8(x, hw), requirements='CW')).permute(0, 3, 1, 2).float().div(255).to(device)
         if x.dtype.kind != 'f': raise ValueError(f"as_images: expected uint8 or float images, got dtype {x.dtype}.")
         x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 3, 1, 2)
     if not torch.is_tensor(x) or not x.is_floating_point():

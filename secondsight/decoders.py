@@ -70,7 +70,7 @@ class MindEyeDecoder(nn.Module):
         if projector_layers not in (1, 3): raise ValueError(f"MindEyeDecoder: projector_layers={projector_layers}: expected 1 or 3.")
         widths = [d_out, d_out] if projector_layers == 1 else [d_out, 2048, 2048, d_out]
         self.projector = nn.Sequential(*[l for a, b in zip(widths, widths[1:]) for l in (nn.LayerNorm(a), nn.GELU(), nn.Linear(a, b))])
-        self.prior = BrainPrior(d_out, **prior) if prior else None   # MindEye's diffusion prior (below), trained jointly
+        self.prior = BrainPrior(d_out, **prior) if prior is not None else None   # MindEye's diffusion prior (below); {}: its NSD-sized defaults
 
     def forward(self, x): return self.lin1(run_trunk(self.lin0, self.blocks, x))   # the embedding that conditions the generator
     def project(self, x): return self.projector(self.forward(x))   # the space retrieval compares in (contrastive)

@@ -22,8 +22,8 @@ from .search import (SearchLoop, LOOPS, DEFAULT_LOOP, InitialGuess, initial_gues
 from .unclip import DTYPES, SCHEDULERS, UnCLIPGenerator
 
 # %% auto #0
-__all__ = ['LOOP_FIELDS', 'DEVICES', 'LIBRARY_AUTOENCODERS', 'INITS', 'RESOLVED', 'RUN_INDEPENDENT', 'STAGE_LABELS', 'SEEN',
-           'SearchConfig', 'check_device', 'RunFolder', 'select_images', 'claim_out_dir', 'unclip_generator',
+__all__ = ['LOOP_FIELDS', 'DEVICES', 'LIBRARY_AUTOENCODERS', 'INITS', 'LOWLEVELS', 'RESOLVED', 'RUN_INDEPENDENT', 'STAGE_LABELS',
+           'SEEN', 'SearchConfig', 'check_device', 'RunFolder', 'select_images', 'claim_out_dir', 'unclip_generator',
            'make_generator', 'denoise_betas', 'library_autoencoders', 'stage_scores', 'plot_stages', 'plot_result',
            'ImageResult', 'reconstruct_image', 'run_subject', 'Run', 'read_run']
 
@@ -58,6 +58,7 @@ class SearchConfig:
     init: str = 'library'          # starting point: 'library' (the paper) | 'decoder-ridge' | 'decoder-mindeye' | 'decoder-mindeye-prior' | 'mindeye' | a reconstructions file/folder
     img2img_strength: float = 0.85 # init='mindeye': img2img strength from the blurry image (MindEye's Reconstructions.py)
     recons_per_sample: int = 16    # init='mindeye': samples per image, the closest to the decoded embedding kept (MindEye: 16)
+    lowlevel: str = 'library'      # the low-level image the search starts from: 'library' (the paper) | 'decoded' (MindEye's blurry image, as BOI)
     images: tuple|None = None      # nsd ids of test images to reconstruct (None: all test images)
     n_images: int|None = None      # keep only the first n of those (None: all)
     shard: int = 0                 # this run handles images[shard::n_shards]
@@ -174,7 +175,12 @@ def _check_data(cfg:SearchConfig):
 # %% ../nbs/03b_run.ipynb #4ad0d3bb
 INITS = ('library', 'decoder-ridge', 'decoder-mindeye', 'decoder-mindeye-prior', 'mindeye')   # or the path of another method's reconstructions
 
+LOWLEVELS = ('library', 'decoded')   # SearchConfig.lowlevel
+
 def _check_init(cfg:SearchConfig):
+    if cfg.lowlevel not in LOWLEVELS:
+        _fail('lowlevel', cfg.lowlevel, f"one of {LOWLEVELS}", "library: the SD-VAE latent mean of the library's top n_lowlevel (the paper); "
+              "decoded: the brain-decoded blurry image (MindEye's low-level decoder, trained once per subject).")
     if cfg.init in INITS: return
     p = Path(str(cfg.init))
     if not (p.is_dir() or (p.is_file() and p.suffix in ('.npz', '.pt'))):
@@ -491,7 +497,7 @@ def run_subject(cfg:SearchConfig,     # the run (out_dir required)
         guesses = initial_guesses(ranked, subject.library_nsd_ids, primes, embeds, subject.images, generator,
                                   subject.roi_masks['early_vis'], n_embed=cfg.n_embed, n_lowlevel=cfg.n_lowlevel, progress=progress)
         guesses = start_from(cfg.init, guesses, todo, measured, subject, encoders, generator, cfg.device,
-                             cfg.img2img_strength, cfg.recons_per_sample, cfg.seed)
+                             cfg.img2img_strength, cfg.recons_per_sample, cfg.seed, cfg.lowlevel)
         # 5. Search and write each image
         #    each under its claim: an image another process holds is skipped, then waited for (and redone if that one died)
         def write(q, timeout):

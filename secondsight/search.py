@@ -255,30 +255,38 @@ def mindeye_reconstruct(generator, # the run's generator (`vary`, `embed`)
     return torch.cat(outs), torch.cat(picks), torch.cat(coss)
 
 # %% ../nbs/03_search.ipynb #0b2c8c08
+def _blurry(subject, generator, avg, device) -> torch.Tensor:
+    "MindEye's brain-decoded blurry images (q,3,H,W) of averaged betas (q, nvox): the low-level decoder's latents, decoded"
+    low = get_lowlevel(subject, generator, device=device)                    # trained once per subject and generator, cached
+    with torch.no_grad(): return as_tensor(generator.decode_latents(low(avg.to(next(low.parameters()).device)).cpu()))
+
 def start_from(init:str, # `SearchConfig.init`
                guesses:list, # the library's `InitialGuess` per image (`initial_guesses`)
                nsd_ids, measured, # the images to do and their measured betas (q, reps, nvox), all-zero rows = missing
                subject, encoders:EncoderSet, generator, device='cpu',
-               img2img_strength:float=0.85, recons_per_sample:int=16, seed:int=0) -> list: # init='mindeye': MindEye's settings
-    "The guesses with their starting point replaced: the decoded embedding, MindEye's reconstruction, or another method's"
-    if init == 'library': return guesses
+               img2img_strength:float=0.85, recons_per_sample:int=16, seed:int=0, # init='mindeye': MindEye's settings
+               lowlevel:str='library', # 'decoded': the brain-decoded blurry image replaces the low-level image (BOI's start)
+              ) -> list:
+    "The guesses with their starting point replaced: the decoded embedding, MindEye's reconstruction, another method's; the blurry image"
+    if init == 'library' and lowlevel == 'library': return guesses
     present = (measured.abs().sum(-1, keepdim=True) > 0).float()              # average the repetitions present
     avg = (measured * present).sum(1) / present.sum(1).clamp(min=1)
+    blurry = _blurry(subject, generator, avg, device) if lowlevel == 'decoded' or init == 'mindeye' else None
+    if lowlevel == 'decoded': guesses = [replace(g, lowlevel=blurry[k:k + 1]) for k, g in enumerate(guesses)]
+    if init == 'library': return guesses
     if init.startswith('decoder-') or init == 'mindeye':
         dec = get_decoder(subject, 'mindeye-prior' if init == 'mindeye' else init.split('-', 1)[1], device=device, embedder=encoders.embedder)
         seeds = [derive_seed(seed, subject.subj, int(i), 'mindeye') for i in nsd_ids]   # per image: shards decode alike
         with torch.no_grad(): emb = dec.decode(avg.to(next(dec.parameters()).device), steps=20, seed=seeds).float().cpu()
-        if init != 'mindeye': return [replace(g, embed=e) for g, e in zip(guesses, emb)]
-        low = get_lowlevel(subject, generator, device=device)                    # the brain-decoded blurry image
-        with torch.no_grad(): blurry = as_tensor(generator.decode_latents(low(avg.to(next(low.parameters()).device)).cpu()))
-        rec, _, _ = mindeye_reconstruct(generator, emb, blurry, img2img_strength, recons_per_sample,
-                                        seeds)
+        if init != 'mindeye' or lowlevel == 'decoded': return [replace(g, embed=e) for g, e in zip(guesses, emb)]   # BOI: blurry + embedding
+        rec, _, _ = mindeye_reconstruct(generator, emb, blurry, img2img_strength, recons_per_sample, seeds)
         return [replace(g, lowlevel=rec[k:k + 1], embed=e) for k, (g, e) in enumerate(zip(guesses, emb))]
     recs = read_reconstructions(init, nsd_ids, subject.test_nsd_ids)
     size = tuple(guesses[0].lowlevel.shape[-2:])
     imgs = torch.cat([resize(recs[int(i)], size) for i in nsd_ids])
     embs = as_tensor(generator.embed(imgs))                                   # one batched call
-    return [replace(g, lowlevel=imgs[k:k + 1], embed=embs[k]) for k, g in enumerate(guesses)]
+    return [replace(g, embed=embs[k], **({} if lowlevel == 'decoded' else dict(lowlevel=imgs[k:k + 1]))) for k, g in enumerate(guesses)]
+
 
 # %% ../nbs/03_search.ipynb #220cfc7f
 @dataclass

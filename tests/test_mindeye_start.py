@@ -43,3 +43,20 @@ def test_init_mindeye_starts_from_the_reconstruction(tmp_path):
     # the run's initial image is img2img of that start at init_strength: its low-level stage is MindEye's reconstruction
     stored = load_image(tmp_path / 'run' / 'images' / f'{nsd_id:05d}' / 'lowlevel.png')
     np.testing.assert_allclose(as_images(stored).numpy(), as_images(rec).numpy(), atol=1.5 / 255)
+
+
+def test_lowlevel_decoded_starts_from_the_blurry_image(tmp_path):
+    "lowlevel='decoded' (Second Sight's low-level image from the brain; with init='mindeye', BOI's start): the stored low-level stage"
+    with pytest.raises(ValueError, match="SearchConfig.lowlevel='vae' is invalid"): SearchConfig(lowlevel='vae')
+    cfg = SearchConfig(subj=1, dataset='demo', out_dir=str(tmp_path / 'run'), lowlevel='decoded', n_images=1, n_iter=1,
+                       n_samples=4, n_branches=2)
+    nsd_id = run_subject(cfg, progress=False)[0]['nsd_id']
+    s = load_subject(1, 'demo', progress=False)
+    gen = make_generator(cfg, s, get_encoders(s, progress=False))
+    nested, _ = s.test_betas(mode='nest')
+    m = torch.as_tensor(np.asarray(nested)[list(map(int, s.test_nsd_ids)).index(nsd_id)], dtype=torch.float32)
+    with torch.no_grad(): blurry = gen.decode_latents(get_lowlevel(s, gen, train=False)(m[m.abs().sum(-1) > 0].mean(0, keepdim=True)))
+    stored = load_image(tmp_path / 'run' / 'images' / f'{nsd_id:05d}' / 'lowlevel.png')
+    np.testing.assert_allclose(as_images(stored).numpy(), as_images(blurry).numpy(), atol=1.5 / 255)
+    lib = load_image(tmp_path / 'run' / 'images' / f'{nsd_id:05d}' / 'library.png')     # not the library's stand-in
+    assert float((as_images(stored) - as_images(lib)).abs().mean()) > 0.01
