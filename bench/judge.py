@@ -25,6 +25,8 @@ test images are crops of 5 photographs per subject, so images of one photograph 
     python bench/judge.py                          # everything (~1 h on 2 cores; resumes where it stopped)
     python bench/judge.py --runs ours master --subjects 1 --n-images 10     # a quick look
     python bench/judge.py --evaluate-only          # tables and figures from the finished runs
+    python bench/judge.py --subjects 1 2 --runs-only --threads 1 & python bench/judge.py --subjects 5 7 --runs-only --threads 1
+                                                   # the runs as two one-thread processes (2 cores), then --evaluate-only
     python bench/judge.py --runs ours ours-balanced --seed 1 --out runs/judge-seed1    # a replicate
 
 Anytime: every run's result.json records each iteration's samples, strength and width, so the running best after
@@ -316,14 +318,19 @@ def main():
     ap.add_argument('--n-boot', type=int, default=10_000)
     ap.add_argument('--seed', type=int, default=0, help='base seed of the runs (a replicate: another seed and another --out)')
     ap.add_argument('--evaluate-only', action='store_true')
+    ap.add_argument('--runs-only', action='store_true', help="only the runs (e.g. one process per subject group), no evaluation")
+    ap.add_argument('--threads', type=int, default=os.cpu_count() or 1, help="torch threads (1 per process when running several)")
     ap.add_argument('--summary', type=Path, default=None, help="also write the small tables (means, comparisons, anytime, "
                     "non-inferiority) here (the committed ones: bench/judge_summary, which 03_search plots)")
     a = ap.parse_args()
     from secondsight.core import runs_dir
     a.out = a.out or runs_dir() / 'judge'
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(a.threads)
     t0, runs = time.time(), plan(a.runs)
     times = {} if a.evaluate_only else run_all(runs, a.subjects, a.out, a.n_images, a.seed)
+    if a.runs_only:
+        print(json.dumps(dict(bench='judge', subjects=a.subjects, runs=list(runs), run_seconds={f'{k}/subj{s:02d}': round(v, 1) for (k, s), v in times.items()})))
+        return
     t1 = time.time()
     df = evaluate(runs, a.subjects, a.out)
     a.out.mkdir(parents=True, exist_ok=True)

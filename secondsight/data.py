@@ -322,6 +322,7 @@ class DataSet:
     generator:str = 'unclip'             # the default generator of a run
     caveat:str|None = None               # a line every metric table of this data set carries
     simulated:bool = False               # small and simulated, with a known brain (notebooks check the demo's numbers)
+    versions:dict = {}                   # versions of what it gives runs (the demo's generator): a run folder of others is refused
     def __repr__(self): return f"{type(self).__name__}({self.name!r})"
     def default_root(self) -> Path: return data_dir()/self.name
     def prepare(self, root=None) -> Path: return Path(root) if root is not None else self.default_root()

@@ -633,6 +633,7 @@ class DemoData(DataSet):
     "The simulated NSD: files built on first use, a known brain, encoders trained on it, an image model of its library"
     name, subjects, root_required, generator, simulated = 'demo', SUBJECTS, False, 'demo', True
     embedder, training, decoders = DEMO_EMBEDDER, DEMO_TRAINING, DEMO_DECODERS
+    versions = dict(generator=DEMO_GENERATOR_VERSION)   # a run folder of another generator version is not resumed
     caveat = "Demo data set: simulated brain, 64-px images; nothing here is comparable with NSD numbers."
     def default_root(self) -> Path: return data_dir()/'demo_nsd'
     def prepare(self, root=None) -> Path: return ensure_demo(root)

@@ -286,6 +286,8 @@ def claim_out_dir(cfg:SearchConfig)->Path:
     if cfg.out_dir is None: raise ValueError("SearchConfig.out_dir is None: the runner needs a folder for the results (papermill: -p out_dir PATH)")
     out = Path(cfg.out_dir); out.mkdir(parents=True, exist_ok=True)
     p, new = RunFolder(out).config, json.loads(json.dumps(asdict(cfg) | dict(search_loop=asdict(cfg.search_loop()))))
+    versions = get_dataset(cfg.dataset).versions if cfg.dataset else {}
+    if versions: new['versions'] = dict(versions)        # e.g. the demo generator's: results of another version are not mixed in
     with file_lock(p):
         if p.exists():
             diff = _config_diff(json.loads(p.read_text()), new)
