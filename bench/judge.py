@@ -300,7 +300,7 @@ def anytime_figure(a: pd.DataFrame, c: pd.DataFrame, lib: pd.Series, fig_dir: Pa
             st = c[c.stage == f'{name} +width stop'][['unet_evals', m]].mean()
             ax.plot(st.unet_evals / 1e3, st[m], 'x', ms=8, mew=2, color=f'C{k}')
         ax.axhline(lib[m], color='grey', ls='--', lw=1, label='library top-1')
-        ax.set_xscale('log'); ax.set_xlabel('UNet evaluations per image (thousands, log)', fontsize=8)
+        ax.set_xscale('log'); ax.minorticks_off(); ax.set_xticks([5, 10, 20, 40, 80], ['5', '10', '20', '40', '80']); ax.set_xlabel('UNet evaluations per image (thousands, log)', fontsize=8)
         ax.set_title(f'{m.split(":")[0]} r (nsdgeneral) of the running best', fontsize=9); ax.tick_params(labelsize=8)
     axs[0].set_ylabel('mean r over 120 images', fontsize=8); axs[1].legend(fontsize=7, loc='lower right')
     fig.suptitle('anytime: what each UNet evaluation buys (x: BOI\'s width stop)', fontsize=9); fig.tight_layout()
