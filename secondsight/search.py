@@ -336,8 +336,8 @@ def _draw(generator, encoder, betas, mask, branches, strength:float, n:int, seed
     "n samples from each branch (init image, embedding), their scores and the mean width of the branches' predictions: ((B*n,3,H,W), (B*n,), float)"
     imgs = torch.cat([generator.vary(img, emb[None], strength, n, seed=sd) for (img, emb), sd in zip(branches, seeds)])
     preds = encoder.predict(imgs)
-    w = as_tensor(preds).float().view(len(branches), n, -1).var(1, unbiased=False).mean(-1) * (n - 1) / n   # bootstrap_width per branch
-    return imgs, roi_scores(preds, betas, mask), float(w.mean())
+    width = float(np.mean([bootstrap_width(p) for p in as_tensor(preds).view(len(branches), n, -1)]))   # BOI: mean over the branches
+    return imgs, roi_scores(preds, betas, mask), width
 
 def _readd(rule:str, best_id, seed_ids)->bool:
     "Does the running best image get a branch of its own? (`rule` from READD_RULES)"
