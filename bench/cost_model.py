@@ -6,7 +6,9 @@ the paper). A sample at strength s denoises int(50 s) steps; each step is one UN
 (classifier-free guidance: x2). FLOPs per model evaluation come from torch's FLOP counter on the published
 architectures built on the 'meta' device (no memory, no weights): the SD 2.1 unCLIP UNet at 96 x 96 latents (768 px),
 the VAE decoder (768 px), OpenCLIP ViT-H/14 (224 px; it embeds every sample for the CLIP encoder and the next
-iteration's seeds), GNet8j (227 px, 15,724 voxels) and the CLIP encoder. A multiply-add counts 2 FLOP.
+iteration's seeds), GNet8j (227 px, 15,724 voxels) and the CLIP encoder. A multiply-add counts 2 FLOP. MindEye's reconstruction (rows
+`mindeye`, `mindeye-1`: 16 or 1 img2img samples at strength 0.85, each decoded and embedded for second-order
+selection, plus its brain networks: backbone, 20 prior steps, low-level decoder) is counted the same way.
 
 Floor = FLOP / (utilization x dense peak), per GPU, with the peaks of their data sheets (bf16/fp16 tensor cores,
 dense). Ends with ONE JSON line.
@@ -71,6 +73,24 @@ def model_flops() -> dict:
     return {k: v / 1e9 for k, v in dict(unet_eval=unet, vae_decode=vae, vit_h_embed=vith, gnet=gnet, clip_encoder=clip).items()}
 
 
+def decoder_flops() -> dict:
+    "GFLOP of MindEye's brain networks at NSD size (15,724 voxels -> ViT-H/14's 1,024-d embedding, SD-2.1's 4 x 96 x 96 latents)"
+    from secondsight.decoders import LowLevelDecoder, MindEyeDecoder
+    logging.getLogger().setLevel(logging.ERROR)
+    backbone = flops(lambda: MindEyeDecoder(NVOX, 1024), (1, NVOX))
+    with torch.device('meta'):
+        prior = MindEyeDecoder(NVOX, 1024, prior={}).prior
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            prior.predict(torch.empty(1, 1024), torch.zeros(1, dtype=torch.long), torch.empty(1, 1024))
+    low = flops(lambda: LowLevelDecoder(NVOX, (4, 96, 96)), (1, NVOX))
+    return dict(backbone=backbone / 1e9, prior_step=fc.get_total_flops() / 1e9, lowlevel=low / 1e9)
+
+
+def mindeye_counts(recons_per_sample: int = 16, strength: float = 0.85) -> dict:
+    "Samples and sample-steps of MindEye's reconstruction of one image: img2img from the blurry image, recons_per_sample samples"
+    return dict(samples=recons_per_sample, sample_steps=recons_per_sample * int(STEPS * strength))
+
+
 def loop_counts(name: str) -> dict:
     "Samples and sample-steps of one reconstruction with the loop `name` (its own schedule; plus the initial-guess sample)"
     from secondsight.search import search
@@ -95,7 +115,15 @@ def main():
         total = unet + c['samples'] * per_sample
         rows[name] = dict(c, unet_evals=c['sample_steps'] * GUIDANCE, tflop=total / 1e3, unet_share=unet / total,
                           floor_minutes={gpu: total / 1e3 / (a.utilization * peak) / 60 for gpu, peak in PEAK_TFLOPS.items()})
-    print("GFLOP per evaluation: " + ", ".join(f"{k} {v:,.0f}" for k, v in g.items()))
+    d = decoder_flops()     # MindEye's reconstruction: backbone, 20 prior steps (unguided, as start_from), the blurry image
+    for name, c in (('mindeye', mindeye_counts(16)), ('mindeye-1', mindeye_counts(1))):
+        unet = c['sample_steps'] * GUIDANCE * g['unet_eval']
+        brain = d['backbone'] + 20 * d['prior_step'] + d['lowlevel'] + 2 * g['vae_decode']   # blurry decoded, then encoded (~ a decode)
+        total = unet + brain + c['samples'] * (g['vae_decode'] + g['vit_h_embed'])           # each sample decoded and embedded (selection)
+        rows[name] = dict(c, unet_evals=c['sample_steps'] * GUIDANCE, tflop=total / 1e3, unet_share=unet / total,
+                          floor_minutes={gpu: total / 1e3 / (a.utilization * peak) / 60 for gpu, peak in PEAK_TFLOPS.items()})
+    g.update({f'mindeye_{k}': v for k, v in d.items()})
+    print("GFLOP per evaluation: " + ", ".join(f"{k} {v:,.1f}" for k, v in g.items()))
     print(f"{'loop':>9} {'samples':>8} {'UNet evals':>11} {'PFLOP':>7} {'UNet share':>10}  floor min/image at {a.utilization:.0%}: "
           + '  '.join(PEAK_TFLOPS))
     for name, r in rows.items():

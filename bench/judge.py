@@ -7,9 +7,14 @@ resumable) that differs from the default in one thing:
 - variants of `ours` for the early-visual question: 3 iterations (more samples each), ROI-balanced scores; and two
   runs NOT at equal calls: `ours-2x` (twice the samples per iteration: does more search help?) and `ours-half` (half:
   is a cheaper search as good?);
-- the starting points: `decoder-ridge`, `decoder-mindeye` (the decoded embedding instead of the library's mean),
-  `lowlevel-decoded` (the brain-decoded blurry image instead of the library's low-level image) and `boi-published`
-  (BOI v2's start: MindEye's blurry image and embedding, with the boi-v2 loop).
+- the starting points: `decoder-ridge`, `decoder-mindeye`, `decoder-mindeye-prior` (the decoded embedding instead of
+  the library's mean: ridge, MindEye's backbone alone, backbone + diffusion prior), `lowlevel-decoded` (the
+  brain-decoded blurry image instead of the library's low-level image), `mindeye` (MindEye's reconstruction, then the
+  search from it), `mindeye-1` (MindEye's reconstruction from one sample: what second-order selection over 16 buys) and
+  `boi-published` (BOI v2's start: MindEye's blurry image and embedding, with the boi-v2 loop).
+
+The decoders themselves (backbone alone vs + prior) are also judged without generating: top-1 retrieval over each
+subject's 30 test images in both directions, and the decoded embedding's cosine to the seen image's.
 
 All at EQUAL GENERATOR CALLS: every run draws about as many samples per image as `ours` at the paper's schedule (6
 iterations x 100 samples, 4 branches: 488 samples + 1 initial image); a loop or variant whose own schedule draws a
@@ -39,7 +44,7 @@ stop'). `non_inferiority.csv` compares each with master's final (true r, nsdgene
         --summary bench/judge_summary                # the committed tables (03_search plots them)
 
 Writes runs/judge/<run>/subjNN/ (run folders), runs/judge/per_image.csv, comparisons.csv, per_subject.csv,
-anytime_per_image.csv, anytime.csv, non_inferiority.csv, figures (--fig-dir, else runs/judge); with --summary the
+anytime_per_image.csv, anytime.csv, non_inferiority.csv, decoder_retrieval.csv, decoder_comparisons.csv, figures (--fig-dir, else runs/judge); with --summary the
 small tables there too; ends with ONE JSON line.
 """
 import argparse, json, os, sys, time
@@ -51,6 +56,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBJECTS = (1, 2, 5, 7)
+ME_SAMPLES = 16   # MindEye's recons_per_sample: generator samples spent before a search from MindEye's reconstruction
 METRICS_ = ['true:nsdgeneral', 'true:early_vis', 'true:higher_vis', 'hybrid:nsdgeneral', 'hybrid:early_vis', 'hybrid:higher_vis',
             'PixCorr', 'SSIM', 'retrieval']
 
@@ -90,10 +96,17 @@ def plan(names=None) -> dict:
         'ours-balanced': ("ours, score = mean r of early and higher visual", dict(score_rois='early_vis,higher_vis')),
         'lowlevel-decoded': ("ours from the brain-decoded blurry image (MindEye's low-level decoder) instead of the library's",
                              dict(lowlevel='decoded')),
-        'boi-published': ("BOI v2 as published: MindEye's blurry image and embedding, GNet alone, samples scaled to equal calls",
-                          dict(loop='boi-v2', init='mindeye', lowlevel='decoded', n_samples=equal_calls('boi-v2', 6, budget))),
+        'boi-published': ("BOI v2 as published: MindEye's blurry image and embedding, GNet alone, samples scaled to equal calls "
+                          "(MindEye's 16 reconstruction samples counted)",
+                          dict(loop='boi-v2', init='mindeye', lowlevel='decoded', n_samples=equal_calls('boi-v2', 6, budget - ME_SAMPLES))),
+        'mindeye': ("MindEye's reconstruction (prior embedding, img2img from the blurry image at 0.85, 16 samples, second-order "
+                    "selection), then ours from it; its 16 samples counted", dict(init='mindeye', n_samples=equal_calls('ours', 6, budget - ME_SAMPLES))),
+        'mindeye-1': ("MindEye's reconstruction with recons_per_sample=1 (no selection); only its 'mindeye' stage is judged, so its "
+                      "search is a token one (1 iteration of 8 samples)", dict(init='mindeye', recons_per_sample=1, n_iter=1, n_samples=8)),
         'decoder-ridge': ("ours from the ridge decoder's embedding", dict(init='decoder-ridge')),
-        'decoder-mindeye': ("ours from the MindEye-style decoder's embedding", dict(init='decoder-mindeye')),
+        'decoder-mindeye': ("ours from the MindEye-style decoder's embedding (the backbone alone)", dict(init='decoder-mindeye')),
+        'decoder-mindeye-prior': ("ours from the embedding the diffusion prior samples (backbone + prior, trained jointly)",
+                                  dict(init='decoder-mindeye-prior')),
     }
     if 'score_rois' not in SearchConfig.__dataclass_fields__: runs.pop('ours-balanced')   # older package
     return {k: v for k, v in runs.items() if names is None or k in names}
@@ -152,6 +165,44 @@ def evaluate(runs: dict, subjects, out: Path) -> pd.DataFrame:
     return df
 
 
+def decoder_hits(subjects, kinds=('mindeye', 'mindeye-prior'), seed: int = 0) -> pd.DataFrame:
+    """Per test image and decoder (backbone alone vs backbone + prior, trained jointly): top-1 retrieval over the subject's
+    30 test images in both directions, in the backbone's contrastive space (`project`, what MindEye retrieves with) and with
+    the embedding that conditions the generator (`decode`: the prior's sample, as `start_from` draws it, or the backbone's
+    output), and that embedding's cosine to the seen image's"""
+    from secondsight.core import derive_seed, top1_hits
+    from secondsight.data import load_subject
+    from secondsight.demo import demo_provenance
+    from secondsight.encoders import image_embeddings
+    from secondsight.models import get_decoder, get_encoders
+    photo, rows = demo_provenance()['photo'], []
+    for s in subjects:
+        subject = load_subject(s, 'demo', progress=False)
+        enc = get_encoders(subject, progress=False, train=False)
+        ids = np.asarray(subject.test_nsd_ids)
+        truth = torch.as_tensor(np.asarray(image_embeddings(subject, enc.embedder, progress=False)[ids]), dtype=torch.float32)
+        betas = torch.as_tensor(np.asarray(subject.test_betas(mode='average')), dtype=torch.float32)
+        for kind in kinds:
+            dec = get_decoder(subject, kind, embedder=enc.embedder)
+            with torch.no_grad():
+                proj = dec.project(betas).float()
+                emb = dec.decode(betas, steps=20, seed=[derive_seed(seed, s, int(i), 'mindeye') for i in ids]).float()
+            cols = {'retrieval b2i (projection)': top1_hits(proj, truth), 'retrieval i2b (projection)': top1_hits(truth, proj),
+                    'retrieval b2i (decoded)': top1_hits(emb, truth), 'retrieval i2b (decoded)': top1_hits(truth, emb),
+                    'cosine (decoded)': torch.nn.functional.cosine_similarity(emb, truth, dim=-1)}
+            rows.append(pd.DataFrame(dict(stage=f'decoder: {kind}', subj=s, nsd_id=ids, photo=photo.loc[ids].values,
+                                          **{k: v.float().numpy() for k, v in cols.items()})))
+    return pd.concat(rows, ignore_index=True)
+
+
+def compare_decoders(hits: pd.DataFrame, n_boot: int) -> pd.DataFrame:
+    "backbone + prior - backbone alone, paired over images and over photographs"
+    from secondsight.stats import compare_stages
+    ms, pairs = [c for c in hits.columns if c.startswith(('retrieval', 'cosine'))], [('decoder: mindeye-prior', 'decoder: mindeye')]
+    return pd.concat([compare_stages(hits, pairs, ms, n_boot=n_boot).assign(resample='images'),
+                      compare_stages(hits, pairs, ms, n_boot=n_boot, groups='photo').assign(resample='photographs')], ignore_index=True)
+
+
 def conditions(df: pd.DataFrame) -> pd.DataFrame:
     "Name each (run, stage) that the comparison uses: baselines from `ours`, each run's final, each decoder's initial"
     base = df[df.run == 'ours']
@@ -159,9 +210,11 @@ def conditions(df: pd.DataFrame) -> pd.DataFrame:
              (('random', 'random'), ('library', 'library top-1'), ('lowlevel', 'low-level'), ('initial', 'initial'), ('seen', 'seen'))]
     for name in df.run.unique():
         r = df[df.run == name]
-        parts.append(r[r.stage == 'final'].assign(stage=f'final: {name}'))
+        if name != 'mindeye-1': parts.append(r[r.stage == 'final'].assign(stage=f'final: {name}'))   # mindeye-1's search is a token one
         if name.startswith('decoder-'): parts.append(r[r.stage == 'initial'].assign(stage=f'{name} alone'))
         if name == 'lowlevel-decoded': parts.append(r[r.stage == 'lowlevel'].assign(stage='low-level: decoded'))
+        if name == 'mindeye': parts.append(r[r.stage == 'mindeye'].assign(stage='MindEye'))
+        if name == 'mindeye-1': parts.append(r[r.stage == 'mindeye'].assign(stage='MindEye, 1 sample'))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -172,10 +225,12 @@ def pairs_for(stages) -> list:
     out += [(f, 'final: master') for f in finals if f != 'final: master' and 'final: master' in stages]
     out += [('final: ours-2x', 'final: ours'), ('final: ours-half', 'final: ours'), ('low-level: decoded', 'low-level'),
             ('final: lowlevel-decoded', 'final: ours'), ('final: boi-published', 'final: boi-v2'), ('final: boi-published', 'final: master')]
-    for dec in ('decoder-ridge', 'decoder-mindeye'):
+    for dec in ('decoder-ridge', 'decoder-mindeye', 'decoder-mindeye-prior'):
         if f'final: {dec}' in stages:
             out += [(f'final: {dec}', f'{dec} alone'), (f'{dec} alone', 'initial')]
             out += [(f'final: {dec}', 'final: ours')]
+    out += [('decoder-mindeye-prior alone', 'decoder-mindeye alone'), ('MindEye', 'MindEye, 1 sample'), ('MindEye', 'library top-1'),
+            ('final: mindeye', 'MindEye'), ('final: boi-published', 'MindEye'), ('final: mindeye', 'final: ours')]
     return [p for p in out if set(p) <= set(stages)]     # a partial run (--runs) compares what it has
 
 
@@ -354,7 +409,12 @@ def main():
         ni.round(4).to_csv(d / 'non_inferiority.csv', index=False); curve.to_csv(d / 'anytime.csv')
         if d == a.summary:
             means.to_csv(d / 'means.csv'); cmp.round(4).to_csv(d / 'comparisons.csv', index=False); subj.round(4).to_csv(d / 'per_subject.csv', index=False)
-    print(means.to_string(), file=sys.stderr)
+    hits = decoder_hits(a.subjects, seed=a.seed)
+    dcmp = compare_decoders(hits, a.n_boot)
+    dmeans = hits.groupby('stage')[[c for c in hits.columns if c.startswith(('retrieval', 'cosine'))]].mean().round(4)
+    for d in {a.out, a.summary} - {None}:
+        dmeans.to_csv(d / 'decoder_retrieval.csv'); dcmp.round(4).to_csv(d / 'decoder_comparisons.csv', index=False)
+    print(means.to_string(), file=sys.stderr); print(dmeans.to_string(), file=sys.stderr)
     if len(ni): print(ni.to_string(), file=sys.stderr)
     cheapest = ni[ni.non_inferior].iloc[0].to_dict() if len(ni) and ni.non_inferior.any() else None
     print(json.dumps(dict(bench='judge', subjects=a.subjects, runs={k: dict(what=v[0], overrides=v[1], samples_per_image=total_samples(

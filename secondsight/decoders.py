@@ -12,14 +12,15 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from tqdm import tqdm
 from typing import Sequence
-from .core import subj_name, seeded, sample_seeds
+from .core import subj_name, seeded, sample_seeds, as_images
 from .encoders import MODEL_CLASSES, ridge_fit, trial_data
+from .weights import metric_network
 
 # %% auto #0
-__all__ = ['RECIPES', 'DECODERS', 'LinearDecoder', 'fit_ridge_decoder', 'residual_mlp', 'run_trunk', 'MindEyeDecoder',
-           'load_mindeye_checkpoint', 'soft_clip_loss', 'mixco', 'bimixco_loss', 'soft_temps', 'param_groups',
-           'one_cycle', 'fit_mindeye', 'BrainPrior', 'LowLevelDecoder', 'fit_lowlevel', 'shown_latents',
-           'train_lowlevel', 'train_decoder']
+__all__ = ['RECIPES', 'LOWLEVEL_TEACHER', 'DECODERS', 'LinearDecoder', 'fit_ridge_decoder', 'residual_mlp', 'run_trunk',
+           'MindEyeDecoder', 'load_mindeye_checkpoint', 'soft_clip_loss', 'mixco', 'bimixco_loss', 'soft_temps',
+           'param_groups', 'one_cycle', 'fit_mindeye', 'BrainPrior', 'token_mlp', 'LowLevelDecoder', 'soft_cont_loss',
+           'teacher_tokens', 'fit_lowlevel', 'shown_latents', 'train_lowlevel', 'train_decoder']
 
 # %% ../nbs/01b_decoders.ipynb #b097c4b1
 class LinearDecoder(nn.Module):
@@ -251,25 +252,71 @@ def sample(self:BrainPrior, cond, guidance_scale:float=1.0, steps:int|None=None,
     return x * self.std + self.mean
 
 # %% ../nbs/01b_decoders.ipynb #6a02e1ad
+def token_mlp(d_in:int, d_out:int, width:int=512)->list:
+    "MindEye's `maps_projector` per token: two (linear, norm, ReLU) layers of `width`, then a linear layer to `d_out`"
+    return [nn.Linear(d_in, width, bias=False), nn.LayerNorm(width), nn.ReLU(), nn.Linear(width, width, bias=False),
+            nn.LayerNorm(width), nn.ReLU(), nn.Linear(width, d_out)]
+
 class LowLevelDecoder(nn.Module):
     "Betas (B, nvox) -> the generator's latents (B, *latent_shape): MindEye's trunk and a linear read-out to the latent grid"
-    def __init__(self, nvox:int, latent_shape, hidden:int=4096, n_blocks:int=2, dropout:float=0.15):
+    def __init__(self, nvox:int, latent_shape, hidden:int=4096, n_blocks:int=2, dropout:float=0.15,
+                 tokens:int=0, token_dim:int=0): # > 0: a head predicting `tokens` teacher features of `token_dim` (ConvNeXt term)
         super().__init__()
         shape = [int(v) for v in np.atleast_1d(latent_shape)]
-        self.config = dict(nvox=int(nvox), latent_shape=shape, hidden=int(hidden), n_blocks=int(n_blocks), dropout=float(dropout))
+        self.config = dict(nvox=int(nvox), latent_shape=shape, hidden=int(hidden), n_blocks=int(n_blocks), dropout=float(dropout),
+                           tokens=int(tokens), token_dim=int(token_dim))
         self.lin0, self.blocks = residual_mlp(nvox, hidden, n_blocks, dropout)
         self.out = nn.Linear(hidden, math.prod(shape))
+        if tokens: self.maps = nn.Sequential(nn.Linear(hidden, tokens * 64, bias=False), nn.Unflatten(1, (tokens, 64)), *token_mlp(64, token_dim))
         self.register_buffer('mean', torch.zeros(shape)); self.register_buffer('scale', torch.ones(()))
-    def standardized(self, x): return self.out(run_trunk(self.lin0, self.blocks, x)).view(-1, *self.config['latent_shape'])
+    def standardized(self, x, tokens:bool=False):
+        "Standardised latents; with `tokens`, also the predicted teacher features (B, tokens, token_dim)"
+        h = run_trunk(self.lin0, self.blocks, x)
+        z = self.out(h).view(-1, *self.config['latent_shape'])
+        return (z, self.maps(h)) if tokens else z
     def forward(self, x): return self.standardized(x) * self.scale + self.mean
 
 MODEL_CLASSES['LowLevelDecoder'] = LowLevelDecoder
 
+# %% ../nbs/01b_decoders.ipynb #ffa38e38
+def _soft_xent(logits, target_logits)->torch.Tensor:
+    "Cross-entropy of softmax(logits) against the distribution softmax(target_logits), mean over rows"
+    return -(target_logits.softmax(-1) * logits.log_softmax(-1)).sum(-1).mean()
+
+def soft_cont_loss(student, teacher, teacher_aug, # (..., d) tokens: predicted, the teacher's, the teacher's of the jittered images
+                   temp:float=0.075)->torch.Tensor:
+    "MindEye's contrastive term: predicted tokens against the jittered teacher's, the teacher's own similarities as targets, both ways"
+    s, t, ta = (F.normalize(v.reshape(-1, v.shape[-1]).float(), dim=-1) for v in (student, teacher, teacher_aug))
+    return (_soft_xent(s @ ta.T / temp, t @ ta.T / temp) + _soft_xent(ta @ s.T / temp, ta @ t.T / temp)) / 2
+
+@torch.no_grad()
+def teacher_tokens(net, # a torchvision ConvNeXt (`metric_network('convnext')`): `features` gives the final-stage map
+                   images, # a function ids -> uint8 (n,H,W,3) images (e.g. `subject.images`)
+                   ids, # the images' ids
+                   size:int=224, # input size (stride 32: (size/32)^2 tokens)
+                   jitter_seed:int|None=None, # not None: each image colour-jittered first (MindEye's augmentation), seeded
+                   batch_size:int=32, device='cpu') -> torch.Tensor: # (len(ids), tokens, channels) float16
+    "The frozen teacher's final-stage feature tokens of each image (ImageNet normalisation), optionally of a jittered copy"
+    from torchvision.transforms import v2
+    jitter = v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8)
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    net, out = net.eval().to(device), []
+    with torch.random.fork_rng(devices=[]):
+        if jitter_seed is not None: torch.manual_seed(jitter_seed)
+        for a in range(0, len(ids), batch_size):
+            x = as_images(images(np.asarray(ids[a:a + batch_size])), size=size)
+            if jitter_seed is not None: x = torch.stack([jitter(im) for im in x])      # one draw per image
+            f = net.features(((x.to(device) - mean) / std))
+            out.append(f.flatten(2).transpose(1, 2).half().cpu())
+    return torch.cat(out)
+
 # %% ../nbs/01b_decoders.ipynb #9b57f470
 def fit_lowlevel(model:LowLevelDecoder, x, rows, latents, xv, rows_v, # betas, each trial's row of `latents`; then validation
                  epochs:int=120, lr:float=5e-4, batch_size:int=128, weight_decay:float=1e-2, patience:int=20,
-                 seed:int=0, device='cpu', progress:bool=True, desc:str='low-level decoder') -> dict:
-    "Train a low-level decoder (L1 on standardised latents, one-cycle LR peaking at `lr`); leaves the best-validation weights"
+                 seed:int=0, device='cpu', progress:bool=True, desc:str='low-level decoder',
+                 teacher:tuple|None=None, # (tokens, jittered tokens), rows as `latents` (`teacher_tokens`): the ConvNeXt term
+                 cnx_weight:float=0.1, cnx_temp:float=0.075) -> dict: # MindEye's weight and temperature of that term
+    "Train a low-level decoder (L1 on standardised latents [+ the ConvNeXt term], one-cycle LR peaking at `lr`); leaves the best-validation weights"
     x, xv, lat = (torch.as_tensor(np.asarray(a, np.float32)) for a in (x, xv, latents))
     rows, rows_v = torch.as_tensor(np.asarray(rows)), torch.as_tensor(np.asarray(rows_v))
     model.mean.copy_(lat.mean(0)); model.scale.copy_(lat.std().clamp_min(1e-6))
@@ -283,7 +330,11 @@ def fit_lowlevel(model:LowLevelDecoder, x, rows, latents, xv, rows_v, # betas, e
         for epoch in (bar := tqdm(range(epochs), disable=not progress, desc=desc, leave=False)):
             model.train(); total = 0.0
             for idx in torch.from_numpy(rng.permutation(len(x))).split(batch_size):
-                loss = F.l1_loss(model.standardized(x[idx].to(device)), z(rows[idx]))
+                if teacher is None: loss = F.l1_loss(model.standardized(x[idx].to(device)), z(rows[idx]))
+                else:
+                    pred, tok = model.standardized(x[idx].to(device), tokens=True)
+                    t, ta = (v[rows[idx]].to(device) for v in teacher)
+                    loss = F.l1_loss(pred, z(rows[idx])) + cnx_weight * soft_cont_loss(tok, t, ta, cnx_temp)
                 opt.zero_grad(); loss.backward(); opt.step(); sched.step(); total += loss.item() * len(idx)
             model.eval()
             with torch.no_grad(): v = float(F.l1_loss(model.standardized(xv.to(device)), z(rows_v)))
@@ -303,15 +354,28 @@ def shown_latents(subject, generator, trials, batch_size:int=64) -> tuple:
                      for i in range(0, len(uniq), batch_size)])
     return lat, rows
 
+LOWLEVEL_TEACHER = dict(teacher='convnext', teacher_weights='pretrained', teacher_size=224)   # train_lowlevel's defaults (cache keys)
+
 def train_lowlevel(subject, # a `secondsight.data.Subject`
                    generator, # the run's generator (`encode_latents`: the target space)
                    seed:int=0, device='cpu', progress:bool=True,
+                   teacher:str|None=LOWLEVEL_TEACHER['teacher'], # the ConvNeXt term's teacher (`metric_network`); None: no term
+                   teacher_weights:str=LOWLEVEL_TEACHER['teacher_weights'], # or 'random' (no download; no prior knowledge then)
+                   teacher_size:int=LOWLEVEL_TEACHER['teacher_size'], # the teacher's input size: (teacher_size / 32)^2 tokens
+                   models_dir=None, # the weights folder with the teacher's file (None: $SECONDSIGHT_WEIGHTS, else data/weights)
                    **settings, # `LowLevelDecoder` (hidden, n_blocks, dropout) and `fit_lowlevel` settings
                   ) -> tuple: # (LowLevelDecoder in eval mode, history)
     "A brain -> generator-latent decoder trained on the subject's single training trials, early-stopped on its validation trials"
+    if teacher_weights not in ('pretrained', 'random'):
+        raise ValueError(f"train_lowlevel: teacher_weights={teacher_weights!r}: expected 'pretrained' or 'random'.")
     tr, va = np.asarray(subject.train_trials), np.asarray(subject.val_trials)
     lat, rows = shown_latents(subject, generator, np.concatenate([tr, va]))
     arch = {k: settings.pop(k) for k in ('hidden', 'n_blocks', 'dropout') if k in settings}
+    if teacher is not None:                                 # the teacher's tokens of each shown image and of a jittered copy, once
+        net, _ = metric_network(teacher, pretrained=teacher_weights == 'pretrained', models_dir=models_dir)
+        ids = np.unique(np.asarray(subject.trial_nsd_ids)[np.concatenate([tr, va])])     # the rows of `lat`
+        settings['teacher'] = tuple(teacher_tokens(net, subject.images, ids, teacher_size, js, device=device) for js in (None, seed))
+        arch.update(tokens=settings['teacher'][0].shape[1], token_dim=settings['teacher'][0].shape[2])
     model = seeded(lambda: LowLevelDecoder(subject.nvox, lat.shape[1:], **arch), seed)
     x, xv = (np.asarray(subject.betas[t], np.float32) for t in (tr, va))
     return model, fit_lowlevel(model, x, rows[:len(tr)], lat, xv, rows[len(tr):], seed=seed, device=device, progress=progress,

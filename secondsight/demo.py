@@ -440,7 +440,7 @@ DEMO_TRAINING = TrainingRecipe(clip=DEMO_CLIP, gnet=DEMO_GNET, autoencoder=DEMO_
 DEMO_DECODERS = dict(ridge={}, mindeye=dict(hidden=256, n_blocks=2, epochs=60, batch_size=128, patience=10),  # seconds on 2 cores
                      **{'mindeye-prior': dict(hidden=256, n_blocks=2, epochs=30, batch_size=128, patience=10,
                                               prior=dict(layers=2, heads=4, head_dim=32), prior_weight=0.03)},   # MindEye's weight on our route
-                     lowlevel=dict(hidden=256, epochs=30, patience=10))
+                     lowlevel=dict(hidden=256, epochs=30, patience=10, teacher_weights='random', teacher_size=64))   # ConvNeXt term: 01b
 
 # %% ../nbs/05_demo.ipynb #b23f8131
 def _alphas_cumprod(n:int=1000, beta_start:float=0.00085, beta_end:float=0.012)->torch.Tensor:

@@ -16,7 +16,7 @@ from .data import load_subject, choose_dataset
 from .encoders import (subject_cache_dir, save_model, load_model, model_fingerprint, ImageEmbedder,
     make_embedder, image_embeddings, ClipBetaEncoder, EnsembleEncoder, train_clip_encoder, train_autoencoder,
     load_released_clip_encoder, load_released_autoencoder, library_beta_primes)
-from .decoders import DECODERS, train_decoder, train_lowlevel
+from .decoders import DECODERS, LOWLEVEL_TEACHER, train_decoder, train_lowlevel
 from .gnet import GNetEncoder, load_gnet_multisubject, train_gnet
 from .weights import HF_WEIGHTS_REPO, PER_MODEL
 
@@ -182,13 +182,14 @@ def _latent_space(subject, generator) -> str:
 def get_lowlevel(subject, # a `secondsight.data.Subject`
                  generator, # the run's generator: the decoder predicts its latents (`encode_latents`)
                  device='cpu', progress:bool=False, train:bool=True,
+                 models_dir=None, # the weights folder holding the ConvNeXt teacher (None: $SECONDSIGHT_WEIGHTS, else data/weights)
                 ) -> nn.Module: # `LowLevelDecoder` in eval mode on `device`
     "A subject's brain -> generator-latent decoder (MindEye's low-level route), trained once and cached (`models/lowlevel`)"
     d = subject_cache_dir(subject) / 'models'
     settings = dict(subject.data_set.decoders.get('lowlevel', {}))
-    key = dict(settings=dict(settings, kind='lowlevel'), latents=_latent_space(subject, generator), data=_data_key(subject))
+    key = dict(settings=dict(LOWLEVEL_TEACHER, **settings, kind='lowlevel'), latents=_latent_space(subject, generator), data=_data_key(subject))
     with file_lock(d / 'train.lock'):
-        fit = lambda: train_lowlevel(subject, generator, device=device, progress=progress, **settings)
+        fit = lambda: train_lowlevel(subject, generator, device=device, progress=progress, models_dir=models_dir, **settings)
         return _trained_model(d / 'lowlevel', key, fit, device, train, subject)
 
 # %% ../nbs/02b_models.ipynb #472ab1dc

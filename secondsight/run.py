@@ -387,7 +387,7 @@ def plot_result(out_dir, nsd_id:int, title:str|None=None, panel:float=1.9):
 class ImageResult:
     "What result.json holds for one reconstructed image (`to_json`: the file's content)"
     subj: int; dataset: str; nsd_id: int; loop: str
-    stages: list                   # stage names, in order: random, library, lowlevel, initial, iter_01..iter_NN, final
+    stages: list                   # stage names, in order: random, library, (init='mindeye': blurry, mindeye,) lowlevel, initial, iter_01..iter_NN, final
     brain_corr: dict               # stage -> r of the hybrid's prediction with the measured betas
     ceiling: dict                  # the seen image's own r: {'encoder': .., 'true': .. (demo)}
     pixcorr: dict                  # stage -> PixCorr with the seen image
@@ -435,7 +435,7 @@ def reconstruct_image(cfg:SearchConfig, subject, nsd_id:int,
                  loop=loop, n_iter=cfg.n_iter, n_branches=cfg.n_branches, min_per_branch=cfg.min_per_branch, seed=seeds['search'],
                  mask=scoring_masks(loop, subject.roi_masks), target_width=bootstrap_width(target), progress=progress)
     iters = {f'iter_{i + 1:02d}': im for i, im in enumerate(res.iter_images)}
-    stages = dict(random=rand_img, library=lib_img, lowlevel=guess.lowlevel, initial=initial, **iters, final=res.best_image)
+    stages = dict(random=rand_img, library=lib_img, **guess.extra, lowlevel=guess.lowlevel, initial=initial, **iters, final=res.best_image)
     stages = {k: as_images(to_uint8(im)) for k, im in stages.items()}      # 8-bit, as stored: scores are those of the PNGs
     # 3. Scores of every stage
     true_brain = subject.data_set.true_brain(subject)     # the demo's simulator; None on NSD
@@ -525,7 +525,7 @@ class Run:
     out_dir: Path  # the run folder
     subj: int|None  # subject of the run (from result.json)
     nsd_ids: list  # finished test images (ascending)
-    stages: list  # stage names in order: random, library, lowlevel, initial, iter_01.., final
+    stages: list  # stage names in order: random, library, (blurry, mindeye,) lowlevel, initial, iter_01.., final
     results: list  # each image's result.json
     unfinished: list  # image folders without result.json
 
@@ -539,6 +539,15 @@ class Run:
         shapes = {im.shape for im in ims}
         if len(shapes) > 1: raise ValueError(f"Run {self.out_dir}: stage {stage!r} images have different sizes {sorted(shapes)}.")
         return np.stack(ims)
+
+    def export(self, stage:str, path)->Path:
+        "One stage of every finished image as a .npz ('images' uint8 (n,H,W,3), 'nsd_ids'): what `read_reconstructions` and `init` read"
+        path = Path(path)
+        if path.suffix != '.npz': raise ValueError(f"Run.export: {path} should end in .npz (read_reconstructions reads .npz, .pt or folders).")
+        if stage not in [*self.stages, SEEN]: raise ValueError(f"Run.export: {self.out_dir} has no stage {stage!r}; its stages are {self.stages}.")
+        with atomic_write(path) as tmp: np.savez_compressed(tmp, images=self.images(stage), nsd_ids=np.asarray(self.nsd_ids))
+        return path
+
 
 # %% ../nbs/03b_run.ipynb #28da79ba
 def read_run(out_dir, # a 03_search run folder (holding images/)

@@ -178,6 +178,7 @@ class InitialGuess:
     lowlevel_ids: np.ndarray    # GNet/early_vis top-n_lowlevel nsd ids, best first
     embed: torch.Tensor         # (d,) mean embedding of library_ids
     lowlevel: torch.Tensor      # (1,3,H,W) decoded mean latents of lowlevel_ids
+    extra: dict = field(default_factory=dict)   # stage -> (1,3,H,W): images the run records beside it (`start_from`)
 
 # %% ../nbs/03_search.ipynb #78711436
 def initial_guesses(queries,               # (q, reps, nvox) measured (or denoised) betas, or a dict of them per encoder
@@ -278,9 +279,11 @@ def start_from(init:str, # `SearchConfig.init`
         dec = get_decoder(subject, 'mindeye-prior' if init == 'mindeye' else init.split('-', 1)[1], device=device, embedder=encoders.embedder)
         seeds = [derive_seed(seed, subject.subj, int(i), 'mindeye') for i in nsd_ids]   # per image: shards decode alike
         with torch.no_grad(): emb = dec.decode(avg.to(next(dec.parameters()).device), steps=20, seed=seeds).float().cpu()
-        if init != 'mindeye' or lowlevel == 'decoded': return [replace(g, embed=e) for g, e in zip(guesses, emb)]   # BOI: blurry + embedding
+        if init != 'mindeye': return [replace(g, embed=e) for g, e in zip(guesses, emb)]
         rec, _, _ = mindeye_reconstruct(generator, emb, blurry, img2img_strength, recons_per_sample, seeds)
-        return [replace(g, lowlevel=rec[k:k + 1], embed=e) for k, (g, e) in enumerate(zip(guesses, emb))]
+        extra = lambda k: dict(blurry=blurry[k:k + 1], mindeye=rec[k:k + 1])    # recorded as stages: MindEye, a method of its own
+        if lowlevel == 'decoded': return [replace(g, embed=e, extra=extra(k)) for k, (g, e) in enumerate(zip(guesses, emb))]   # BOI
+        return [replace(g, lowlevel=rec[k:k + 1], embed=e, extra=extra(k)) for k, (g, e) in enumerate(zip(guesses, emb))]
     recs = read_reconstructions(init, nsd_ids, subject.test_nsd_ids)
     size = tuple(guesses[0].lowlevel.shape[-2:])
     imgs = torch.cat([resize(recs[int(i)], size) for i in nsd_ids])

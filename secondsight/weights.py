@@ -14,9 +14,9 @@ from .core import weights_dir, cli_error, shown, atomic_write
 from .encoders import open_clip_file
 
 # %% auto #0
-__all__ = ['HF_WEIGHTS_REPO', 'PER_MODEL', 'RANDOM_WEIGHTS_LABEL', 'SWAV_URL', 'NETS', 'CLIP_ARCH', 'published_weight_files',
-           'download_weights', 'MetricWeightsError', 'metric_network', 'metric_weight_files', 'fetch_metric_weights',
-           'weights_cli']
+__all__ = ['HF_WEIGHTS_REPO', 'PER_MODEL', 'RANDOM_WEIGHTS_LABEL', 'SWAV_URL', 'NETS', 'CLIP_ARCH', 'TEACHER',
+           'published_weight_files', 'download_weights', 'MetricWeightsError', 'metric_network', 'metric_weight_files',
+           'fetch_metric_weights', 'weights_cli']
 
 # %% ../nbs/07_weights.ipynb #3ced03be
 HF_WEIGHTS_REPO = 'reesekneeland/Second-Sight'
@@ -95,12 +95,13 @@ def _read_state(path:Path, what:str)->dict:
 
 # %% ../nbs/07_weights.ipynb #5473b190
 def _tv_net(net:str, effnet_weights:str='IMAGENET1K_V2')->tuple:
-    "(torchvision builder, weights, builder arguments those weights imply) of AlexNet, InceptionV3 or EfficientNet-B1."
+    "(torchvision builder, weights, builder arguments those weights imply) of AlexNet, InceptionV3, EfficientNet-B1 or ConvNeXt-T."
     import torchvision.models as tvm
     return {'alexnet': (tvm.alexnet, tvm.AlexNet_Weights.IMAGENET1K_V1, {}),
             'inception': (tvm.inception_v3, tvm.Inception_V3_Weights.IMAGENET1K_V1,  # as inception_v3(weights=...) sets them
                           dict(transform_input=True, aux_logits=True, init_weights=False)),
-            'effnet': (tvm.efficientnet_b1, tvm.EfficientNet_B1_Weights[effnet_weights], {})}[net]
+            'effnet': (tvm.efficientnet_b1, tvm.EfficientNet_B1_Weights[effnet_weights], {}),
+            'convnext': (tvm.convnext_tiny, tvm.ConvNeXt_Tiny_Weights.IMAGENET1K_V1, {})}[net]   # the low-level decoder's teacher
 
 # %% ../nbs/07_weights.ipynb #1420f070
 def _build_torchvision(net:str, effnet_weights:str, pretrained:bool, allow_download:bool, folder:Path)->tuple:
@@ -181,8 +182,9 @@ def _build_clip(arch:str, pretrained:str|None, allow_download:bool, size:int=224
 # %% ../nbs/07_weights.ipynb #36f675cc
 NETS = ('alexnet', 'inception', 'clip', 'effnet', 'swav')  # the five metric networks, in 04_metrics' order
 CLIP_ARCH = 'ViT-L-14'  # OpenAI CLIP ViT-L/14, the published CLIP metric
+TEACHER = 'convnext'    # not a metric: the low-level decoder's ConvNeXt teacher (01b_decoders), built here the same way
 
-def metric_network(net:str, # one of NETS: 'alexnet', 'inception', 'clip', 'effnet', 'swav'
+def metric_network(net:str, # one of NETS: 'alexnet', 'inception', 'clip', 'effnet', 'swav'; or TEACHER
                    pretrained:bool=True, # the published weights; False: fixed random weights (from `seed`)
                    seed:int=0, # seed of the random weights
                    effnet_weights:str='IMAGENET1K_V2', # EfficientNet-B1's torchvision weights (MindEye: V2; BD, SS: V1)
@@ -193,7 +195,7 @@ def metric_network(net:str, # one of NETS: 'alexnet', 'inception', 'clip', 'effn
                    models_dir=None, # the weights folder, searched first; None: $SECONDSIGHT_WEIGHTS, else data/weights
                   )->tuple: # (torch module on the CPU, description); CLIP: its visual tower
     "A metric network with its published weights (a `MetricWeightsError` when they cannot be had) or fixed random ones."
-    if net not in NETS: raise ValueError(f"Unknown metric network {net!r}: expected one of {NETS}.")
+    if net not in NETS + (TEACHER,): raise ValueError(f"Unknown metric network {net!r}: expected one of {NETS} (or {TEACHER!r}).")
     folder = weights_dir(models_dir)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + zlib.crc32(net.encode()))  # fixed random weights per network
@@ -205,9 +207,9 @@ def metric_network(net:str, # one of NETS: 'alexnet', 'inception', 'clip', 'effn
 def metric_weight_files(clip_arch:str=CLIP_ARCH, # open_clip architecture of the CLIP metric
                         clip_pretrained:str='openai', # its open_clip pretrained tag
                        )->list: # (file name in the weights folder, source) pairs
-    "Every pretrained file a metric network may load in any convention: torchvision's and SwAV's URLs, CLIP's open_clip tag."
+    "Every pretrained file a metric network (or the ConvNeXt teacher) may load: torchvision's and SwAV's URLs, CLIP's open_clip tag."
     import torchvision.models as tvm
-    ws = [_tv_net('alexnet')[1], _tv_net('inception')[1], *tvm.EfficientNet_B1_Weights]  # EffNet V1 (BD, SS) and V2 (MindEye)
+    ws = [_tv_net('alexnet')[1], _tv_net('inception')[1], *tvm.EfficientNet_B1_Weights, _tv_net(TEACHER)[1]]  # EffNet V1 (BD, SS) and V2 (MindEye)
     return ([(_url_file(u), u) for u in [w.url for w in ws] + [SWAV_URL]]
             + [(_clip_name(clip_arch, clip_pretrained), f'open_clip:{clip_arch}/{clip_pretrained}')])
 

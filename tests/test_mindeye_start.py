@@ -10,8 +10,9 @@ import torch
 from secondsight.core import as_images, derive_seed, load_image
 from secondsight.data import load_subject
 from secondsight.models import get_decoder, get_encoders, get_lowlevel
-from secondsight.run import SearchConfig, make_generator, run_subject
-from secondsight.search import mindeye_reconstruct
+from secondsight.metrics import evaluate_run
+from secondsight.run import SearchConfig, make_generator, read_run, run_subject
+from secondsight.search import mindeye_reconstruct, read_reconstructions
 
 
 def test_mindeye_settings_are_checked():
@@ -43,6 +44,26 @@ def test_init_mindeye_starts_from_the_reconstruction(tmp_path):
     # the run's initial image is img2img of that start at init_strength: its low-level stage is MindEye's reconstruction
     stored = load_image(tmp_path / 'run' / 'images' / f'{nsd_id:05d}' / 'lowlevel.png')
     np.testing.assert_allclose(as_images(stored).numpy(), as_images(rec).numpy(), atol=1.5 / 255)
+    # MindEye's outputs are stages of their own: 04's tables have a row for each, and they export as another method's file
+    assert res[0]['stages'][:6] == ['random', 'library', 'blurry', 'mindeye', 'lowlevel', 'initial']
+    run = read_run(tmp_path / 'run', 1)
+    np.testing.assert_array_equal(run.images('mindeye')[:1], run.images('lowlevel')[:1])
+    np.testing.assert_allclose(as_images(run.images('blurry')[:1]).numpy(), as_images(blurry).numpy(), atol=1.5 / 255)
+    recs = read_reconstructions(run.export('mindeye', tmp_path / 'mindeye.npz'), run.nsd_ids, s.test_nsd_ids)
+    np.testing.assert_allclose(recs[nsd_id].numpy(), as_images(rec).numpy(), atol=1.5 / 255)
+    ev = evaluate_run(tmp_path / 'run', s, metrics=('PixCorr', 'SSIM'), weights='random', figures=False, progress=False)
+    assert {'blurry', 'mindeye', 'library', 'final'} <= set(ev.tables[1].index)
+
+
+def test_boi_published_records_the_mindeye_reconstruction(tmp_path):
+    "BOI's start (blurry image + embedding) seeds the search, and MindEye's reconstruction is scored beside it, as BOI scores its base model"
+    cfg = SearchConfig(subj=1, dataset='demo', out_dir=str(tmp_path / 'run'), init='mindeye', lowlevel='decoded', loop='boi-v2',
+                       n_images=1, n_iter=1, n_samples=4, n_branches=2, recons_per_sample=2)
+    r = run_subject(cfg, progress=False)[0]
+    assert r['stages'][:5] == ['random', 'library', 'blurry', 'mindeye', 'lowlevel'] and 'mindeye' in r['brain_corr']
+    run = read_run(tmp_path / 'run', 1)
+    np.testing.assert_array_equal(run.images('blurry'), run.images('lowlevel'))            # the search starts from the blurry image
+    assert np.abs(run.images('mindeye').astype(float) - run.images('blurry')).mean() > 1   # not from the reconstruction
 
 
 def test_lowlevel_decoded_starts_from_the_blurry_image(tmp_path):
