@@ -131,8 +131,8 @@ def test_fetch_dry_run_lists_every_file_and_writes_nothing(tmp_path):
     (tmp_path / EFF_V2).write_bytes(b'x')
     rows = W.fetch_metric_weights(tmp_path, dry_run=True)
     assert [r['file'] for r in rows] == ['alexnet-owt-7be5be79.pth', 'inception_v3_google-0cc3c7bd.pth', 'efficientnet_b1_rwightman-bac287d4.pth',
-                                         EFF_V2, 'swav_800ep_pretrain.pth.tar', 'open_clip_ViT-L-14_openai.bin']
-    assert [r['present'] for r in rows] == [False, False, False, True, False, False]
+                                         EFF_V2, 'convnext_tiny-983f1562.pth', 'swav_800ep_pretrain.pth.tar', 'open_clip_ViT-L-14_openai.bin']
+    assert [r['present'] for r in rows] == [False, False, False, True, False, False, False]   # convnext: the low-level decoder's teacher
     assert rows[0]['source'] == 'https://download.pytorch.org/models/alexnet-owt-7be5be79.pth' and rows[3]['bytes'] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [EFF_V2]
 
