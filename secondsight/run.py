@@ -499,7 +499,7 @@ def run_subject(cfg:SearchConfig,     # the run (out_dir required)
         guesses = initial_guesses(ranked, subject.library_nsd_ids, primes, embeds, subject.images, generator,
                                   subject.roi_masks['early_vis'], n_embed=cfg.n_embed, n_lowlevel=cfg.n_lowlevel, progress=progress)
         guesses = start_from(cfg.init, guesses, todo, measured, subject, encoders, generator, cfg.device,
-                             cfg.img2img_strength, cfg.recons_per_sample, cfg.seed, cfg.lowlevel)
+                             cfg.img2img_strength, cfg.recons_per_sample, cfg.seed, cfg.lowlevel, cfg.models_dir)
         # 5. Search and write each image
         #    each under its claim: an image another process holds is skipped, then waited for (and redone if that one died)
         def write(q, timeout):

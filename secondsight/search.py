@@ -256,9 +256,9 @@ def mindeye_reconstruct(generator, # the run's generator (`vary`, `embed`)
     return torch.cat(outs), torch.cat(picks), torch.cat(coss)
 
 # %% ../nbs/03_search.ipynb #0b2c8c08
-def _blurry(subject, generator, avg, device) -> torch.Tensor:
+def _blurry(subject, generator, avg, device, models_dir=None) -> torch.Tensor:
     "MindEye's brain-decoded blurry images (q,3,H,W) of averaged betas (q, nvox): the low-level decoder's latents, decoded"
-    low = get_lowlevel(subject, generator, device=device)                    # trained once per subject and generator, cached
+    low = get_lowlevel(subject, generator, device=device, models_dir=models_dir)   # trained once per subject and generator, cached
     with torch.no_grad(): return as_tensor(generator.decode_latents(low(avg.to(next(low.parameters()).device)).cpu()))
 
 def start_from(init:str, # `SearchConfig.init`
@@ -267,12 +267,13 @@ def start_from(init:str, # `SearchConfig.init`
                subject, encoders:EncoderSet, generator, device='cpu',
                img2img_strength:float=0.85, recons_per_sample:int=16, seed:int=0, # init='mindeye': MindEye's settings
                lowlevel:str='library', # 'decoded': the brain-decoded blurry image replaces the low-level image (BOI's start)
+               models_dir=None, # the weights folder (the low-level decoder's ConvNeXt teacher, when it is trained)
               ) -> list:
     "The guesses with their starting point replaced: the decoded embedding, MindEye's reconstruction, another method's; the blurry image"
     if init == 'library' and lowlevel == 'library': return guesses
     present = (measured.abs().sum(-1, keepdim=True) > 0).float()              # average the repetitions present
     avg = (measured * present).sum(1) / present.sum(1).clamp(min=1)
-    blurry = _blurry(subject, generator, avg, device) if lowlevel == 'decoded' or init == 'mindeye' else None
+    blurry = _blurry(subject, generator, avg, device, models_dir) if lowlevel == 'decoded' or init == 'mindeye' else None
     if lowlevel == 'decoded': guesses = [replace(g, lowlevel=blurry[k:k + 1]) for k, g in enumerate(guesses)]
     if init == 'library': return guesses
     if init.startswith('decoder-') or init == 'mindeye':
@@ -281,9 +282,9 @@ def start_from(init:str, # `SearchConfig.init`
         with torch.no_grad(): emb = dec.decode(avg.to(next(dec.parameters()).device), steps=20, seed=seeds).float().cpu()
         if init != 'mindeye': return [replace(g, embed=e) for g, e in zip(guesses, emb)]
         rec, _, _ = mindeye_reconstruct(generator, emb, blurry, img2img_strength, recons_per_sample, seeds)
-        extra = lambda k: dict(blurry=blurry[k:k + 1], mindeye=rec[k:k + 1])    # recorded as stages: MindEye, a method of its own
-        if lowlevel == 'decoded': return [replace(g, embed=e, extra=extra(k)) for k, (g, e) in enumerate(zip(guesses, emb))]   # BOI
-        return [replace(g, lowlevel=rec[k:k + 1], embed=e, extra=extra(k)) for k, (g, e) in enumerate(zip(guesses, emb))]
+        start = lambda k: {} if lowlevel == 'decoded' else dict(lowlevel=rec[k:k + 1])   # BOI: the blurry image stays the init
+        return [replace(g, embed=e, extra=dict(blurry=blurry[k:k + 1], mindeye=rec[k:k + 1]), **start(k))   # MindEye's, as stages
+                for k, (g, e) in enumerate(zip(guesses, emb))]
     recs = read_reconstructions(init, nsd_ids, subject.test_nsd_ids)
     size = tuple(guesses[0].lowlevel.shape[-2:])
     imgs = torch.cat([resize(recs[int(i)], size) for i in nsd_ids])
