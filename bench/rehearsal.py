@@ -7,11 +7,16 @@ Writes, under a work folder (default `data/rehearsal/`, reused when complete):
   425-px `imgBrick` of `--images` images, `nsd_expdesign.mat` and `nsd_stim_info_merged.csv` in NSD's layout.
 - `weights/`: the authors' published formats at full size with random weights: `gnet_multisubject` (GNet8j,
   227 px, 15,724 voxels), `sub01_clip_encoder.pt` (1024 -> 15000 -> 15000 -> 15724), `sub01_hybrid_autoencoder.pt`,
-  the open_clip ViT-H-14 checkpoint under the offline name the embedder looks for, and Stable Diffusion 2.1 unCLIP
-  in the diffusers folder layout built from its published configuration (`stable-diffusion-2-1-unclip/`).
+  the open_clip ViT-H-14 checkpoint under the offline name the embedder looks for, Stable Diffusion 2.1 unCLIP
+  in the diffusers folder layout built from its published configuration (`stable-diffusion-2-1-unclip/`), and
+  torchvision's ConvNeXt-T checkpoint under its hub file name (the low-level decoder's teacher).
 
 Then runs the SAME notebooks as a user, 00 -> 04, through papermill with dataset 'nsd' and that weights folder,
-with minimal counts (1 image, 1 iteration, 2 samples, 2 sampler steps), each stage in its own process, and reports
+with minimal counts (1 image, 1 iteration, 2 samples, 2 sampler steps), each stage in its own process; then 03 and 04
+again for MindEye's route as BOI publishes it (`init='mindeye'`, `lowlevel='decoded'`, `loop='boi-v2'`: both of
+MindEye's decoders trained at NSD size for one epoch, 2 samples per image with second-order selection) on a second
+mirror, `nsd-few/` (NSD's file shapes, 25 images shown 30 times in one session: the decoders' training images each
+go through the VAE at 768 px), and reports
 per-stage wall time and peak memory: a table, then ONE JSON line. It is how we know the real path runs at real shapes
 (a shape, dtype or memory bug shows up here, not after hours on a GPU). The files are kept between runs, and so are
 the caches the notebooks write (`data/`: the stimulus embeddings, library predictions, trained decoders) unless
@@ -26,12 +31,16 @@ decoder for 04's retrieval.
 """
 import argparse, json, os, shutil, subprocess, sys, time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'bench'))
 GRID, NVOX, TRIALS = (81, 104, 83), 15724, 750
+# MindEye's route trains its decoders on every image the subject saw, each through the VAE encoder at 768 px (12-29 s on
+# 2 CPU cores): on a mirror of its own, NSD's file shapes with 25 images shown 30 times in one session (10 of them test)
+FEW = dict(n_images=60, n_sessions=1, reps=30)
 
 
 def _done(folder: Path) -> bool: return (folder / 'COMPLETE.json').is_file()
@@ -40,14 +49,14 @@ def _done(folder: Path) -> bool: return (folder / 'COMPLETE.json').is_file()
 def _mark(folder: Path, **info): (folder / 'COMPLETE.json').write_text(json.dumps(dict(info, written=time.strftime('%F %T')), indent=1))
 
 
-def write_nsd(root: Path, n_images: int, n_sessions: int, seed: int = 0):
+def write_nsd(root: Path, n_images: int, n_sessions: int, seed: int = 0, reps: int = 3):
     "Subject 1 of an NSD mirror at real shapes (random content), in the layout `secondsight.data.nsd_path` reads"
     import h5py, nibabel as nib, scipy.io
     from preprocess_session import make_session
     from secondsight.data import nsd_path
     from secondsight.demo import _demo_stim_info
-    rng, reps = np.random.default_rng(seed), 3
-    K = n_sessions * TRIALS // reps                                  # images a subject sees (3 repetitions each)
+    rng = np.random.default_rng(seed)
+    K = n_sessions * TRIALS // reps                                  # images a subject sees (`reps` repetitions each; NSD: 3)
     n_shared = max(10, K // 10)                                      # the shared (test) images
     if n_images <= K: raise SystemExit(f"--images must exceed the {K} images a subject sees (the library is the rest)")
     perm = rng.permutation(n_images)
@@ -80,7 +89,7 @@ def write_nsd(root: Path, n_images: int, n_sessions: int, seed: int = 0):
     for name, vol in (('nsdgeneral', gen), ('prf-visualrois', prf)):
         p = nsd_path(root, 'roi', 1, roi=name, must_exist=False); p.parent.mkdir(parents=True, exist_ok=True)
         nib.Nifti1Image(vol, affine).to_filename(str(p))
-    _mark(root, n_images=n_images, n_sessions=n_sessions, nvox=int(mask.sum()), shared=int(n_shared), seen=int(K))
+    _mark(root, n_images=n_images, n_sessions=n_sessions, reps=reps, nvox=int(mask.sum()), shared=int(n_shared), seen=int(K))
 
 
 def save_unclip(gen, dest: Path):
@@ -102,6 +111,7 @@ def write_weights(dest: Path, nsd: Path, seed: int = 0, device: str = 'cpu'):
     from secondsight.data import nsd_path
     from secondsight.encoders import CLIPEncoder, BetaAutoencoder
     from secondsight.gnet import GNet8j, save_gnet_multisubject
+    from secondsight.weights import TEACHER, _tv_net
     from gpu_search import full_generator
     dest.mkdir(parents=True, exist_ok=True)
     cpu = lambda m: {k: v.cpu() for k, v in m.state_dict().items()}
@@ -115,6 +125,10 @@ def write_weights(dest: Path, nsd: Path, seed: int = 0, device: str = 'cpu'):
         torch.save({f'module.{k}': v for k, v in cpu(build(lambda: CLIPEncoder(NVOX))).items()}, dest / 'sub01_clip_encoder.pt')
     if not (dest / 'sub01_hybrid_autoencoder.pt').exists():
         torch.save(cpu(build(lambda: BetaAutoencoder(NVOX))), dest / 'sub01_hybrid_autoencoder.pt')
+    teacher = dest / Path(urlparse(_tv_net(TEACHER)[1].url).path).name      # torchvision's file, found in models_dir
+    if not teacher.exists():
+        fn = _tv_net(TEACHER)[0]
+        torch.save(cpu(build(lambda: fn(weights=None))), teacher)
     if not (dest / 'open_clip_ViT-H-14_laion2b_s32b_b79k.bin').exists():
         torch.save(cpu(build(lambda: open_clip.create_model('ViT-H-14', pretrained=None, device=device))),
                    dest / 'open_clip_ViT-H-14_laion2b_s32b_b79k.bin')
@@ -124,17 +138,18 @@ def write_weights(dest: Path, nsd: Path, seed: int = 0, device: str = 'cpu'):
     _mark(dest, note='random weights at the published sizes; not usable for science')
 
 
-def run_stage(nb: str, out: Path, params: dict, env: dict) -> dict:
-    "One notebook through papermill in its own process; wall time and the peak RSS of its processes (the kernel)"
+def run_stage(stage: str, out: Path, params: dict, env: dict) -> dict:
+    "One notebook (`stage`: its name, :variant) through papermill in its own process; wall time and the peak RSS of its processes (the kernel)"
+    nb = stage.split(':')[0]
     args = [str(ROOT / '.venv/bin/papermill') if (ROOT / '.venv/bin/papermill').exists() else 'papermill',
-            str(ROOT / 'nbs' / f'{nb}.ipynb'), str(out / f'{nb}.ipynb'), '--cwd', str(ROOT / 'nbs'), '-k', 'python3']
+            str(ROOT / 'nbs' / f'{nb}.ipynb'), str(out / f"{stage.replace(':', '-')}.ipynb"), '--cwd', str(ROOT / 'nbs'), '-k', 'python3']
     for k, v in params.items(): args += ['-p', k, str(v)]
     code = ("import resource, subprocess, sys, json; r = subprocess.run(sys.argv[1:]); "
             "print(json.dumps(dict(rc=r.returncode, peak_rss_gb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20)))")
     t0 = time.time()
     p = subprocess.run([sys.executable, '-c', code, *args], env=env, capture_output=True, text=True)
     res = json.loads(p.stdout.strip().splitlines()[-1]) if p.stdout.strip() else dict(rc=p.returncode, peak_rss_gb=None)
-    res.update(stage=nb, seconds=round(time.time() - t0, 1))
+    res.update(stage=stage, seconds=round(time.time() - t0, 1))
     if res['rc'] != 0: res['error'] = p.stderr.strip().splitlines()[-12:]
     return res
 
@@ -147,39 +162,45 @@ def main():
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--write-only', action='store_true')
     ap.add_argument('--cold', action='store_true', help="empty the caches first (embeddings, library predictions, decoders)")
-    ap.add_argument('--stages', default='00_data,01_encoders,02b_models,03_search,04_metrics')
+    ap.add_argument('--stages', default='00_data,01_encoders,02b_models,03_search,04_metrics,03_search:mindeye,04_metrics:mindeye',
+                    help="notebooks in order; NAME:mindeye runs NAME on MindEye's route (BOI as published)")
     a = ap.parse_args()
-    work = Path(a.work); nsd, weights, runs = work / 'nsd', work / 'weights', work / 'runs'
+    work = Path(a.work); nsd, few, weights, runs = work / 'nsd', work / 'nsd-few', work / 'weights', work / 'runs'
+    stages = a.stages.split(',')
     t0 = time.time()
     if not _done(nsd): write_nsd(nsd, a.images, a.sessions)
-    if not _done(weights): write_weights(weights, nsd, device=a.device)
+    if any(st.endswith(':mindeye') for st in stages) and not _done(few): write_nsd(few, **FEW)
+    write_weights(weights, nsd, device=a.device)                      # writes only what is missing
     written = round(time.time() - t0, 1)
     print(f"files ready in {written} s: {nsd} ({sum(f.stat().st_size for f in nsd.rglob('*') if f.is_file()) / 1e9:.1f} GB), "
           f"{weights} ({sum(f.stat().st_size for f in weights.rglob('*') if f.is_file()) / 1e9:.1f} GB)", flush=True)
     if a.write_only: return
-    stages = a.stages.split(',')
     if a.cold: shutil.rmtree(work / 'data', ignore_errors=True)
-    if '03_search' in stages: shutil.rmtree(runs / 'subj01', ignore_errors=True)   # else 03 finds its image done
+    for st in stages:                                                  # else 03 finds its image done
+        if st.startswith('03_search'): shutil.rmtree(runs / ('subj01' + st[9:].replace(':', '-')), ignore_errors=True)
     # the weights only in models_dir (no $SECONDSIGHT_WEIGHTS), no metric network on disk (an empty torch hub)
     env = {k: v for k, v in os.environ.items() if k != 'SECONDSIGHT_WEIGHTS'}
     env.update(SECONDSIGHT_DATA=str(work / 'data'), SECONDSIGHT_RUNS=str(runs), TORCH_HOME=str(work / 'empty_torch_hub'),
                HF_HUB_OFFLINE='1', MPLBACKEND='Agg')
     common = dict(subj=1, dataset='nsd', data_root=nsd, device=a.device, models_dir=weights, sessions=f'1-{a.sessions}')
-    extra = {'03_search': dict(model_id=weights / 'stable-diffusion-2-1-unclip', n_images=1, n_iter=1, n_samples=2, n_branches=1,
-                               num_inference_steps=2, out_dir=runs / 'subj01'),
-             '04_metrics': dict(out_dir=runs / 'subj01', weights='random')}
+    search = dict(model_id=weights / 'stable-diffusion-2-1-unclip', n_images=1, n_iter=1, n_samples=2, n_branches=1, num_inference_steps=2)
+    mindeye = dict(init='mindeye', lowlevel='decoded', loop='boi-v2', recons_per_sample=2, decoder_epochs=1,
+                   n_embed=10, n_lowlevel=5)                       # nsd-few's library has 35 images
+    extra = {'03_search': dict(search, out_dir=runs / 'subj01'), '04_metrics': dict(out_dir=runs / 'subj01', weights='random'),
+             '03_search:mindeye': dict(search, **mindeye, data_root=few, sessions='1', out_dir=runs / 'subj01-mindeye'),
+             '04_metrics:mindeye': dict(data_root=few, sessions='1', out_dir=runs / 'subj01-mindeye', weights='random')}
     out = work / 'notebooks'; out.mkdir(parents=True, exist_ok=True)
     rows = []
     for nb in stages:
         rows.append(r := run_stage(nb, out, dict(common, **extra.get(nb, {})), env))
-        print(f"{nb:>12}: rc {r['rc']}  {r['seconds']:7.1f} s  peak {r['peak_rss_gb'] or float('nan'):5.1f} GB", flush=True)
+        print(f"{nb:>20}: rc {r['rc']}  {r['seconds']:7.1f} s  peak {r['peak_rss_gb'] or float('nan'):5.1f} GB", flush=True)
         if r['rc'] != 0: print('\n'.join(r['error'])); break
     ok = all(r['rc'] == 0 for r in rows) and len(rows) == len(stages)
     refused = None
     if ok and '04_metrics' in stages:   # pretrained metric networks requested with none on disk: MetricWeightsError, nothing written
         (out / 'pretrained').mkdir(exist_ok=True)
         r = run_stage('04_metrics', out / 'pretrained', dict(common, out_dir=runs / 'subj01', weights='pretrained'), env)
-        refused = dict(rc=r['rc'], seconds=r['seconds'], line=next((l for l in r.get('error', []) if 'MetricWeightsError' in l), None))
+        refused = dict(rc=r['rc'], seconds=r['seconds'], line=next((l.strip() for l in reversed(r.get('error', [])) if 'MetricWeightsError' in l), None))
         print(f"04_metrics, pretrained weights requested, none on disk: rc {r['rc']}: {refused['line']}", flush=True)
         ok = r['rc'] != 0 and refused['line'] is not None
     print(json.dumps(dict(bench='rehearsal', device=a.device, cold=a.cold, files_seconds=written, stages=rows,

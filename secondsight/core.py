@@ -17,12 +17,12 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 # %% auto #0
-__all__ = ['SUBJECTS', 'DATASETS', 'check_subject', 'subj_name', 'project_root', 'data_dir', 'cache_dir', 'runs_dir',
-           'weights_dir', 'shown', 'default_device', 'announce', 'cli_error', 'message_first', 'atomic_write',
-           'file_lock', 'cache_key', 'manifest_path', 'read_json', 'is_current', 'cached', 'size_hw', 'resize_uint8',
-           'resize', 'as_images', 'to_uint8', 'save_image', 'load_image', 'derive_seed', 'sample_seeds', 'seeded',
-           'as_tensor', 'standardize_rows', 'broadcast', 'mean_query', 'pearson_matrix', 'brain_scores', 'rows64',
-           'pearson_rows', 'voxel_corr', 'to_gray', 'ssim_rows', 'top1_hits', 'retrieval_top1']
+__all__ = ['SUBJECTS', 'DATASETS', 'IMAGENET_NORM', 'check_subject', 'subj_name', 'project_root', 'data_dir', 'cache_dir',
+           'runs_dir', 'weights_dir', 'shown', 'default_device', 'announce', 'cli_error', 'message_first',
+           'atomic_write', 'file_lock', 'cache_key', 'manifest_path', 'read_json', 'is_current', 'cached', 'size_hw',
+           'resize_uint8', 'resize', 'as_images', 'to_uint8', 'save_image', 'load_image', 'derive_seed', 'sample_seeds',
+           'seeded', 'as_tensor', 'standardize_rows', 'broadcast', 'mean_query', 'pearson_matrix', 'brain_scores',
+           'rows64', 'pearson_rows', 'voxel_corr', 'to_gray', 'ssim_rows', 'top1_hits', 'retrieval_top1']
 
 # %% ../nbs/00_core.ipynb #646c311f
 SUBJECTS = (1, 2, 5, 7)  # the subjects of Second Sight / MindEye / Brain-Diffuser
@@ -221,6 +221,8 @@ def resize(x:torch.Tensor, # float (n, 3, h, w) images in [0, 1]
     return F.interpolate(x, size=hw, mode='bicubic', antialias=True, align_corners=False).clamp(0, 1)
 
 # %% ../nbs/00_core.ipynb #a7aafc3f
+IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # mean, std of ImageNet's torchvision networks (metrics, the ConvNeXt teacher)
+
 def as_images(x,           # uint8 (n,H,W,3)/(H,W,3) numpy, torch uint8/float (n,3,H,W) or (n,H,W,3), PIL or list of PIL
               device=None, # move the result there
               size=None    # resize to size x size (or (H, W))

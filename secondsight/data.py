@@ -617,7 +617,7 @@ def load_subject(subj:int,          # NSD subject 1-8 (demo: 1, 2, 5, 7)
                  **kw):
     "The `Subject` of a data set; for the demo, builds it first if needed."
     check_subject(subj)
-    if isinstance(sessions, str): sessions = parse_ranges(sessions)
+    if sessions is not None: sessions = parse_ranges(sessions)   # '1-37', [1, 2] or 1 (papermill reads `-p sessions 1` as an int)
     data_root = get_dataset(dataset).prepare(data_root)   # the demo builds itself; NSD must be on disk
     return Subject(subj, dataset, data_root, sessions, normalization, cache, progress, **kw)
 

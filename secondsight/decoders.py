@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from tqdm import tqdm
 from typing import Sequence
-from .core import subj_name, seeded, sample_seeds, as_images
+from .core import subj_name, seeded, sample_seeds, as_images, IMAGENET_NORM
 from .encoders import MODEL_CLASSES, ridge_fit, trial_data
 from .weights import metric_network
 
@@ -147,9 +147,9 @@ def param_groups(model:nn.Module, weight_decay:float)->list:
             dict(params=[p for n, p in ps if 'bias' in n], weight_decay=0.0)]
 
 def one_cycle(opt, lr:float, epochs:int, steps_per_epoch:int):
-    "MindEye's learning rate: from lr/25 up to `lr` at epoch 2, then cosine down to lr/25/1000"
+    "MindEye's learning rate: from lr/25 up to `lr` at epoch 2 (halfway in a training of 1 or 2 epochs), then cosine down to lr/25/1000"
     return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
-                                               pct_start=min(1.0, 2 / epochs), final_div_factor=1000)
+                                               pct_start=2 / epochs if epochs > 2 else 0.5, final_div_factor=1000)
 
 # %% ../nbs/01b_decoders.ipynb #a85eed17
 def _mindeye_loss(model, xb, yb, mixing:bool, rng, temp, mse_weight, scale, prior_weight=0.03):
@@ -299,7 +299,7 @@ def teacher_tokens(net, # a torchvision ConvNeXt (`metric_network('convnext')`):
     "The frozen teacher's final-stage feature tokens of each image (ImageNet normalisation), optionally of a jittered copy"
     from torchvision.transforms import v2
     jitter = v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8)
-    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in IMAGENET_NORM)
     net, out = net.eval().to(device), []
     with torch.random.fork_rng(devices=[]):
         if jitter_seed is not None: torch.manual_seed(jitter_seed)

@@ -23,16 +23,16 @@ from .models import EncoderSet, get_encoders
 from .run import SEEN, Run, read_run
 from .weights import NETS, CLIP_ARCH, RANDOM_WEIGHTS_LABEL, MetricWeightsError, metric_network
 from .core import (subj_name, atomic_write, as_images, rows64, pearson_rows, to_gray,
-    ssim_rows, retrieval_top1)
+    ssim_rows, retrieval_top1, IMAGENET_NORM)
 _all_ = ['MetricWeightsError', 'SEEN']  # MetricWeightsError: raised by load_metric_net, image_metrics and evaluate_run; defined in 07_weights.
 # SEEN: the ceiling rows' stage name, defined with the run folder (03b_run)
 
 # %% auto #0
-__all__ = ['METRICS', 'LOW_LEVEL', 'TWO_WAY', 'DISTANCE', 'LOWER_IS_BETTER', 'CONVENTIONS', 'IMAGENET_NORM', 'CLIP_NORM',
-           'NET_METRICS', 'METRIC_NET', 'PUBLISHED', 'PUBLISHED_BRAIN', 'metric_label', 'MetricConvention',
-           'get_convention', 'scale_nets', 'resize_images', 'pixcorr', 'ssim_gray', 'ssim', 'corr_matrix',
-           'two_way_identification', 'two_way', 'corr_distance', 'MetricNet', 'load_metric_net', 'image_metrics',
-           'brain_correlation', 'brain_metrics', 'stage_table', 'to_markdown', 'caveats', 'published_comparison',
+__all__ = ['METRICS', 'LOW_LEVEL', 'TWO_WAY', 'DISTANCE', 'LOWER_IS_BETTER', 'CONVENTIONS', 'CLIP_NORM', 'NET_METRICS',
+           'METRIC_NET', 'PUBLISHED', 'PUBLISHED_BRAIN', 'metric_label', 'MetricConvention', 'get_convention',
+           'scale_nets', 'resize_images', 'pixcorr', 'ssim_gray', 'ssim', 'corr_matrix', 'two_way_identification',
+           'two_way', 'corr_distance', 'MetricNet', 'load_metric_net', 'image_metrics', 'brain_correlation',
+           'brain_metrics', 'stage_table', 'to_markdown', 'caveats', 'published_comparison',
            'published_brain_comparison', 'plot_stage_metrics', 'plot_brain_rois', 'plot_grid', 'decoder_retrieval',
            'Evaluation', 'table_markdown', 'mean_over_subjects', 'evaluate_subject', 'evaluate_run',
            'MetricWeightsError', 'SEEN']
@@ -244,7 +244,6 @@ def corr_distance(gt_feats, # (N, D) features of the seen images
     return 1.0 - pearson_rows(gt_feats, rec_feats)
 
 # %% ../nbs/04_metrics.ipynb #e10e3420
-IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # mean, std
 CLIP_NORM = (OPENAI_MEAN, OPENAI_STD)  # OpenAI CLIP's mean, std (01_encoders)
 NET_METRICS = {'alexnet': {'features.4': 'AlexNet(2)', 'features.11': 'AlexNet(5)'}, 'inception': {'avgpool': 'InceptionV3'},
                'clip': {'embedding': 'CLIP'}, 'effnet': {'avgpool': 'EffNet-B'}, 'swav': {'avgpool': 'SwAV'}}

@@ -161,17 +161,24 @@ def get_decoder(subject, # a `secondsight.data.Subject`
                 embedder:ImageEmbedder|None=None, # an already loaded embedder to reuse (None: the data set's)
                 progress:bool=False, # progress bars while training
                 train:bool=True, # train a missing decoder (False: raise, naming the command)
+                epochs:int|None=None, # MindEye-style decoders: training epochs (None: the data set's); cached apart
                ) -> nn.Module: # `LinearDecoder` or `MindEyeDecoder`, in eval mode on `device`
     "A subject's brain -> image-embedding decoder, trained once on its training trials and cached (`models/decoder-<kind>`)"
     if kind not in DECODERS: raise ValueError(f"get_decoder: kind={kind!r}: expected one of {DECODERS}.")
     d = subject_cache_dir(subject) / 'models'
     if embedder is None: embedder = make_embedder(subject.data_set.embedder, device)
-    settings = dict(subject.data_set.decoders.get(kind, {}))
+    settings, name = _with_epochs(subject.data_set.decoders.get(kind, {}), None if kind == 'ridge' else epochs, f'decoder-{kind}')
     key = dict(settings=dict(settings, kind=kind, embedder=embedder.name), data=_data_key(subject))
     with file_lock(d / 'train.lock'):
         E = image_embeddings(subject, embedder, progress=progress)
         fit = lambda: train_decoder(subject, E, kind, device=device, progress=progress, **settings)
-        return _trained_model(d / f'decoder-{kind}', key, fit, device, train, subject)
+        return _trained_model(d / name, key, fit, device, train, subject)
+
+def _with_epochs(settings:dict, epochs, name:str) -> tuple:
+    "(settings, cache folder name) with `epochs` overriding the data set's: a shorter training is kept beside the full one"
+    if epochs is None: return dict(settings), name
+    if not isinstance(epochs, (int, np.integer)) or epochs < 1: raise ValueError(f"{name}: epochs={epochs!r}: expected an integer >= 1.")
+    return dict(settings, epochs=int(epochs)), f'{name}-epochs{int(epochs)}'
 
 def _latent_space(subject, generator) -> str:
     "A fingerprint of the generator's latent space: its latents of two of the subject's training images, rounded"
@@ -183,14 +190,15 @@ def get_lowlevel(subject, # a `secondsight.data.Subject`
                  generator, # the run's generator: the decoder predicts its latents (`encode_latents`)
                  device='cpu', progress:bool=False, train:bool=True,
                  models_dir=None, # the weights folder holding the ConvNeXt teacher (None: $SECONDSIGHT_WEIGHTS, else data/weights)
+                 epochs:int|None=None, # training epochs (None: the data set's); cached apart
                 ) -> nn.Module: # `LowLevelDecoder` in eval mode on `device`
     "A subject's brain -> generator-latent decoder (MindEye's low-level route), trained once and cached (`models/lowlevel`)"
     d = subject_cache_dir(subject) / 'models'
-    settings = dict(subject.data_set.decoders.get('lowlevel', {}))
+    settings, name = _with_epochs(subject.data_set.decoders.get('lowlevel', {}), epochs, 'lowlevel')
     key = dict(settings=dict(LOWLEVEL_TEACHER, **settings, kind='lowlevel'), latents=_latent_space(subject, generator), data=_data_key(subject))
     with file_lock(d / 'train.lock'):
         fit = lambda: train_lowlevel(subject, generator, device=device, progress=progress, models_dir=models_dir, **settings)
-        return _trained_model(d / 'lowlevel', key, fit, device, train, subject)
+        return _trained_model(d / name, key, fit, device, train, subject)
 
 # %% ../nbs/02b_models.ipynb #472ab1dc
 def prepare_subject(subject, # a `secondsight.data.Subject`

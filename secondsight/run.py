@@ -15,7 +15,7 @@ from filelock import Timeout
 from tqdm.auto import tqdm
 from .core import (subj_name, atomic_write, file_lock, read_json, load_image, resize, as_images, to_uint8, save_image, derive_seed,
     as_tensor, brain_scores, pearson_matrix, pearson_rows, to_gray, ssim_rows, runs_dir, default_device, announce, shown)
-from .data import DATASETS, get_dataset, load_subject, choose_dataset
+from .data import DATASETS, get_dataset, load_subject, choose_dataset, parse_ranges
 from .models import EncoderSet, get_encoders, prepare_subject, get_autoencoders, published_autoencoder_paths
 from .search import (SearchLoop, LOOPS, DEFAULT_LOOP, InitialGuess, initial_guesses, start_from,
     scoring_masks, search, bootstrap_width)
@@ -28,7 +28,7 @@ __all__ = ['LOOP_FIELDS', 'DEVICES', 'LIBRARY_AUTOENCODERS', 'INITS', 'LOWLEVELS
            'ImageResult', 'reconstruct_image', 'run_subject', 'Run', 'read_run']
 
 # %% ../nbs/03b_run.ipynb #d8680cd5
-LOOP_FIELDS = ('n_samples', 'strength_start', 'strength_drop', 'momentum', 'score_rois')   # set: they override the loop's own
+LOOP_FIELDS = ('n_samples', 'strength_start', 'strength_drop', 'momentum', 'score_rois', 'stop_width')   # set: they override the loop's own
 
 @dataclass(frozen=True)
 class SearchConfig:
@@ -50,6 +50,7 @@ class SearchConfig:
     strength_drop: float|None = None   # strength schedule drop (None: the loop's, 0.30; boi-v2: 0.40)
     momentum: float|None = None    # embedding momentum (None: the loop's, 0.2; boi-v2: 0, a fixed embedding)
     score_rois: str|None = None    # score each sample by the mean r of these ROIs, e.g. 'early_vis,higher_vis' (None: the loop's, all voxels)
+    stop_width: bool|None = None   # BOI v1's early stop (samples' predicted betas narrower than the repetitions); None: the loop's (off)
     init_strength: float = 0.9     # strength of the initial guess (low-level image + mean embedding)
     n_embed: int = 100             # library top-n averaged into the initial embedding
     n_lowlevel: int = 25           # library top-n (GNet, early_vis) averaged into the low-level latents
@@ -59,6 +60,7 @@ class SearchConfig:
     img2img_strength: float = 0.85 # init='mindeye': img2img strength from the blurry image (MindEye's Reconstructions.py)
     recons_per_sample: int = 16    # init='mindeye': samples per image, the closest to the decoded embedding kept (MindEye: 16)
     lowlevel: str = 'library'      # the low-level image the search starts from: 'library' (the paper) | 'decoded' (MindEye's blurry image, as BOI)
+    decoder_epochs: int|None = None  # epochs of the decoders the run trains (init decoder-*/mindeye, lowlevel decoded); None: the data set's
     images: tuple|None = None      # nsd ids of test images to reconstruct (None: all test images)
     n_images: int|None = None      # keep only the first n of those (None: all)
     shard: int = 0                 # this run handles images[shard::n_shards]
@@ -116,6 +118,8 @@ def _check_loop(cfg:SearchConfig):
               f"({LOOPS[cfg.loop].readd_best!r})", "The quirk is the published code's: use it with loop='master' or 'boi-v2'.")
     if cfg.score_rois is not None and not re.fullmatch(r'\w+(,\w+)*', str(cfg.score_rois)):
         _fail('score_rois', cfg.score_rois, "ROI names separated by commas, e.g. 'early_vis,higher_vis'", "Pass None to score over all voxels.")
+    if cfg.stop_width and LOOPS[cfg.loop].body != 'master':
+        _fail('stop_width', cfg.stop_width, f"False or None with loop={cfg.loop!r}", "BOI v1's early stop belongs to the master body: loop master, ours or boi-v2.")
     if cfg.library_autoencoder not in LIBRARY_AUTOENCODERS:
         _fail('library_autoencoder', cfg.library_autoencoder, f"one of {LIBRARY_AUTOENCODERS}", "Pass one of these.")
 
@@ -156,6 +160,8 @@ def _check_images(cfg:SearchConfig):
 def _check_data(cfg:SearchConfig):
     if cfg.dataset not in DATASETS: _fail('dataset', cfg.dataset, ' or '.join(map(repr, DATASETS)), "Pass one of these.")
     ds = get_dataset(cfg.dataset)
+    try: parse_ranges(cfg.sessions) if cfg.sessions is not None else None
+    except (TypeError, ValueError): _fail('sessions', cfg.sessions, "session numbers and ranges like '1-37' or '1-10,12'", "None: the data set's.")
     if cfg.subj not in ds.subjects:
         _fail('subj', cfg.subj, f"one of {ds.subjects} on the {ds.name} data set", "Pass one of these (or another data set).")
     gens = ('unclip', *ds.generators())
@@ -181,6 +187,8 @@ def _check_init(cfg:SearchConfig):
     if cfg.lowlevel not in LOWLEVELS:
         _fail('lowlevel', cfg.lowlevel, f"one of {LOWLEVELS}", "library: the SD-VAE latent mean of the library's top n_lowlevel (the paper); "
               "decoded: the brain-decoded blurry image (MindEye's low-level decoder, trained once per subject).")
+    if cfg.decoder_epochs is not None and (not isinstance(cfg.decoder_epochs, (int, np.integer)) or cfg.decoder_epochs < 1):
+        _fail('decoder_epochs', cfg.decoder_epochs, "an integer >= 1, or None (the data set's)", "NSD's are MindEye's: 240 (backbone and prior), 120 (low-level).")
     if cfg.init in INITS: return
     p = Path(str(cfg.init))
     if not (p.is_dir() or (p.is_file() and p.suffix in ('.npz', '.pt'))):
@@ -198,6 +206,7 @@ def resolve(cls:SearchConfig, check_here:bool=True, # False: a configuration for
     unknown = [k for k in params if k not in names]
     if unknown: raise ValueError(f"{unknown[0]!r} is not a parameter of the run: expected one of {', '.join(names)}.")
     p = {f.name: f.default for f in fields(cls) if f.name not in RESOLVED} | {k: v for k, v in params.items() if v is not None}
+    if isinstance(p.get('sessions'), (int, np.integer)): p['sessions'] = str(p['sessions'])   # papermill reads `-p sessions 1` as an int
     p['dataset'] = choose_dataset(p['subj'], p.get('dataset'), p['data_root'])          # announced when chosen
     if 'device' not in p: p['device'] = default_device(); announce(f"device: {p['device']}")
     if 'dtype' not in p: p['dtype'] = 'float16' if str(p['device']).startswith('cuda') else 'float32'
@@ -499,7 +508,7 @@ def run_subject(cfg:SearchConfig,     # the run (out_dir required)
         guesses = initial_guesses(ranked, subject.library_nsd_ids, primes, embeds, subject.images, generator,
                                   subject.roi_masks['early_vis'], n_embed=cfg.n_embed, n_lowlevel=cfg.n_lowlevel, progress=progress)
         guesses = start_from(cfg.init, guesses, todo, measured, subject, encoders, generator, cfg.device,
-                             cfg.img2img_strength, cfg.recons_per_sample, cfg.seed, cfg.lowlevel, cfg.models_dir)
+                             cfg.img2img_strength, cfg.recons_per_sample, cfg.seed, cfg.lowlevel, cfg.models_dir, cfg.decoder_epochs)
         # 5. Search and write each image
         #    each under its claim: an image another process holds is skipped, then waited for (and redone if that one died)
         def write(q, timeout):

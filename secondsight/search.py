@@ -256,9 +256,9 @@ def mindeye_reconstruct(generator, # the run's generator (`vary`, `embed`)
     return torch.cat(outs), torch.cat(picks), torch.cat(coss)
 
 # %% ../nbs/03_search.ipynb #0b2c8c08
-def _blurry(subject, generator, avg, device, models_dir=None) -> torch.Tensor:
+def _blurry(subject, generator, avg, device, models_dir=None, epochs=None) -> torch.Tensor:
     "MindEye's brain-decoded blurry images (q,3,H,W) of averaged betas (q, nvox): the low-level decoder's latents, decoded"
-    low = get_lowlevel(subject, generator, device=device, models_dir=models_dir)   # trained once per subject and generator, cached
+    low = get_lowlevel(subject, generator, device=device, models_dir=models_dir, epochs=epochs)   # trained once per subject and generator, cached
     with torch.no_grad(): return as_tensor(generator.decode_latents(low(avg.to(next(low.parameters()).device)).cpu()))
 
 def start_from(init:str, # `SearchConfig.init`
@@ -268,16 +268,18 @@ def start_from(init:str, # `SearchConfig.init`
                img2img_strength:float=0.85, recons_per_sample:int=16, seed:int=0, # init='mindeye': MindEye's settings
                lowlevel:str='library', # 'decoded': the brain-decoded blurry image replaces the low-level image (BOI's start)
                models_dir=None, # the weights folder (the low-level decoder's ConvNeXt teacher, when it is trained)
+               decoder_epochs:int|None=None, # epochs of the decoders trained here (None: the data set's)
               ) -> list:
     "The guesses with their starting point replaced: the decoded embedding, MindEye's reconstruction, another method's; the blurry image"
     if init == 'library' and lowlevel == 'library': return guesses
     present = (measured.abs().sum(-1, keepdim=True) > 0).float()              # average the repetitions present
     avg = (measured * present).sum(1) / present.sum(1).clamp(min=1)
-    blurry = _blurry(subject, generator, avg, device, models_dir) if lowlevel == 'decoded' or init == 'mindeye' else None
+    blurry = _blurry(subject, generator, avg, device, models_dir, decoder_epochs) if lowlevel == 'decoded' or init == 'mindeye' else None
     if lowlevel == 'decoded': guesses = [replace(g, lowlevel=blurry[k:k + 1]) for k, g in enumerate(guesses)]
     if init == 'library': return guesses
     if init.startswith('decoder-') or init == 'mindeye':
-        dec = get_decoder(subject, 'mindeye-prior' if init == 'mindeye' else init.split('-', 1)[1], device=device, embedder=encoders.embedder)
+        dec = get_decoder(subject, 'mindeye-prior' if init == 'mindeye' else init.split('-', 1)[1], device=device, embedder=encoders.embedder,
+                          epochs=decoder_epochs)
         seeds = [derive_seed(seed, subject.subj, int(i), 'mindeye') for i in nsd_ids]   # per image: shards decode alike
         with torch.no_grad(): emb = dec.decode(avg.to(next(dec.parameters()).device), steps=20, seed=seeds).float().cpu()
         if init != 'mindeye': return [replace(g, embed=e) for g, e in zip(guesses, emb)]

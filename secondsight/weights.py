@@ -63,7 +63,11 @@ def _weights_help(what:str, name:str, folder:Path, elsewhere:str, why:str)->str:
     return (f"{what}: the pretrained weights are not available: expected {name} in the weights folder {shown(folder)} "
             f"(models_dir=, else $SECONDSIGHT_WEIGHTS, else data/weights) or in {elsewhere}, and {why}. Fill the weights "
             f"folder where there is internet with `{_FETCH_HINT}` and copy it here, or point models_dir= or $SECONDSIGHT_WEIGHTS "
-            f"at a folder that holds {name}. Or pass weights='random' to run without them: the numbers are then labelled '{RANDOM_WEIGHTS_LABEL}'.")
+            f"at a folder that holds {name}. {_RANDOM_WAY}")
+
+_RANDOM_WAY = f"Or pass weights='random' to run without them: the numbers are then labelled '{RANDOM_WEIGHTS_LABEL}'."
+_TEACHER_WAY = ("The low-level decoder's ConvNeXt term (MindEye's) needs it; a data set's decoder settings may instead give it "
+                "teacher_weights='random' (the demo's) or teacher=None (no term).")
 
 # %% ../nbs/07_weights.ipynb #7b4eaee5
 def _url_file(url:str)->str: return Path(urlparse(url).path).name  # torch.hub's file name for `url`
@@ -201,7 +205,10 @@ def metric_network(net:str, # one of NETS: 'alexnet', 'inception', 'clip', 'effn
         torch.manual_seed(seed + zlib.crc32(net.encode()))  # fixed random weights per network
         if net == 'clip': return _build_clip(clip_arch, clip_pretrained if pretrained else None, allow_download, clip_size, folder)
         if net == 'swav': return _build_swav(pretrained, allow_download, folder)
-        return _build_torchvision(net, effnet_weights, pretrained, allow_download, folder)
+        try: return _build_torchvision(net, effnet_weights, pretrained, allow_download, folder)
+        except MetricWeightsError as e:                   # the teacher's file: weights='random' is 04_metrics' way out, not this one
+            if net != TEACHER: raise
+            raise MetricWeightsError(str(e).replace(_RANDOM_WAY, _TEACHER_WAY)) from None
 
 # %% ../nbs/07_weights.ipynb #714aa7a5
 def metric_weight_files(clip_arch:str=CLIP_ARCH, # open_clip architecture of the CLIP metric

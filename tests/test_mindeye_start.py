@@ -19,6 +19,20 @@ def test_mindeye_settings_are_checked():
     with pytest.raises(ValueError, match="SearchConfig.recons_per_sample=0 is invalid"): SearchConfig(recons_per_sample=0)
     with pytest.raises(ValueError, match="SearchConfig.img2img_strength=1.5 is invalid"): SearchConfig(img2img_strength=1.5)
     with pytest.raises(ValueError, match="SearchConfig.init='mindeye2' is invalid"): SearchConfig(init='mindeye2')
+    with pytest.raises(ValueError, match="SearchConfig.decoder_epochs=0 is invalid"): SearchConfig(decoder_epochs=0)
+
+
+def test_decoder_epochs_reach_both_decoders(tmp_path):
+    "A short training (the rehearsal's) trains both of MindEye's decoders for that many epochs, cached beside the full ones"
+    cfg = SearchConfig(subj=1, dataset='demo', out_dir=str(tmp_path / 'run'), init='mindeye', n_images=1, n_iter=1,
+                       n_samples=2, n_branches=1, recons_per_sample=2, decoder_epochs=1)
+    run_subject(cfg, progress=False)
+    s = load_subject(1, 'demo', progress=False)
+    enc = get_encoders(s, progress=False)
+    dec = get_decoder(s, 'mindeye-prior', embedder=enc.embedder, train=False, epochs=1)
+    low = get_lowlevel(s, make_generator(cfg, s, enc), train=False, epochs=1)
+    assert dec.meta['history']['epochs'] == 1 and low.meta['history']['epochs'] == 1
+    assert json.loads((tmp_path / 'run' / 'config.json').read_text())['decoder_epochs'] == 1
 
 
 def test_init_mindeye_starts_from_the_reconstruction(tmp_path):

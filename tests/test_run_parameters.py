@@ -60,3 +60,9 @@ def test_the_check_finds_a_mismatch(tmp_path, old, new, error):
     cell['source'] = '\n'.join(l for l in source.replace(old, new).split('\n') if l.strip())
     (tmp_path / 'a.ipynb').write_text(json.dumps(nb))
     with pytest.raises(AssertionError, match=error): check_mirror(tmp_path / 'a.ipynb')
+
+
+def test_papermill_int_sessions(tmp_path):
+    "papermill reads `-p sessions 1` as the int 1: the run takes it as session 1, as it takes '1-2'"
+    cfg = SearchConfig.resolve(dataset='demo', device='cpu', out_dir=str(tmp_path), sessions=1)
+    assert cfg.sessions == '1'
