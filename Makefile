@@ -91,7 +91,8 @@ bench: install
 	  $(BIN)/python bench/$$b.py | tee bench/results/$$b.txt || exit 1; done
 
 # Full-size rehearsal of the NSD path (not in make test): an NSD mirror at real shapes and the published model formats
-# at full size with random weights (data/rehearsal/, ~12 GB), then notebooks 00 -> 04 through papermill on it; DEVICE=cuda on a GPU
+# at full size with random weights (data/rehearsal/, ~12 GB), then notebooks 00 -> 04 through papermill on it, then 03 and 04
+# on MindEye's route (BOI as published) on a second small mirror; DEVICE=cuda on a GPU
 rehearsal: install
 	mkdir -p bench/results
 	$(BIN)/python bench/rehearsal.py --device $(or $(DEVICE),cpu) | tee bench/results/rehearsal.txt

@@ -20,14 +20,15 @@ go through the VAE at 768 px), and reports
 per-stage wall time and peak memory: a table, then ONE JSON line. It is how we know the real path runs at real shapes
 (a shape, dtype or memory bug shows up here, not after hours on a GPU). The files are kept between runs, and so are
 the caches the notebooks write (`data/`: the stimulus embeddings, library predictions, trained decoders) unless
-`--cold`; the search's run folder is always started afresh. On 2 CPU cores a warm run takes about 20 minutes; a cold
-one over an hour, most of it ViT-H embedding the brick (about 3.9 s an image) and training the NSD-sized MindEye-style
-decoder for 04's retrieval.
+`--cold`; the search's run folder is always started afresh. On 2 CPU cores a warm run of 00 -> 04 takes about 26
+minutes and MindEye's two stages about 28 more (most of it VAE encodes at 768 px); a cold one about an hour more, most
+of it ViT-H embedding the brick (2-4 s an image).
 
     python bench/rehearsal.py                      # write what is missing, run 00 -> 04 on the CPU
     python bench/rehearsal.py --cold               # the same from empty caches (embeddings, predictions, decoders)
     python bench/rehearsal.py --device cuda        # the same on a GPU
     python bench/rehearsal.py --write-only         # only the files
+    python bench/rehearsal.py --stages 03_search:mindeye,04_metrics:mindeye   # only MindEye's route (BOI as published)
 """
 import argparse, json, os, shutil, subprocess, sys, time
 from pathlib import Path
