@@ -32,7 +32,6 @@ of it ViT-H embedding the brick (2-4 s an image).
 """
 import argparse, json, os, shutil, subprocess, sys, time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 
@@ -112,7 +111,7 @@ def write_weights(dest: Path, nsd: Path, seed: int = 0, device: str = 'cpu'):
     from secondsight.data import nsd_path
     from secondsight.encoders import CLIPEncoder, BetaAutoencoder
     from secondsight.gnet import GNet8j, save_gnet_multisubject
-    from secondsight.weights import TEACHER, _tv_net
+    from secondsight.weights import TEACHER, metric_network, metric_weight_files
     from gpu_search import full_generator
     dest.mkdir(parents=True, exist_ok=True)
     cpu = lambda m: {k: v.cpu() for k, v in m.state_dict().items()}
@@ -126,10 +125,8 @@ def write_weights(dest: Path, nsd: Path, seed: int = 0, device: str = 'cpu'):
         torch.save({f'module.{k}': v for k, v in cpu(build(lambda: CLIPEncoder(NVOX))).items()}, dest / 'sub01_clip_encoder.pt')
     if not (dest / 'sub01_hybrid_autoencoder.pt').exists():
         torch.save(cpu(build(lambda: BetaAutoencoder(NVOX))), dest / 'sub01_hybrid_autoencoder.pt')
-    teacher = dest / Path(urlparse(_tv_net(TEACHER)[1].url).path).name      # torchvision's file, found in models_dir
-    if not teacher.exists():
-        fn = _tv_net(TEACHER)[0]
-        torch.save(cpu(build(lambda: fn(weights=None))), teacher)
+    teacher = dest / next(n for n, _ in metric_weight_files() if n.startswith(TEACHER))   # torchvision's file name, found in models_dir
+    if not teacher.exists(): torch.save(cpu(metric_network(TEACHER, pretrained=False, seed=seed)[0]), teacher)
     if not (dest / 'open_clip_ViT-H-14_laion2b_s32b_b79k.bin').exists():
         torch.save(cpu(build(lambda: open_clip.create_model('ViT-H-14', pretrained=None, device=device))),
                    dest / 'open_clip_ViT-H-14_laion2b_s32b_b79k.bin')

@@ -160,8 +160,9 @@ def _check_images(cfg:SearchConfig):
 def _check_data(cfg:SearchConfig):
     if cfg.dataset not in DATASETS: _fail('dataset', cfg.dataset, ' or '.join(map(repr, DATASETS)), "Pass one of these.")
     ds = get_dataset(cfg.dataset)
-    try: parse_ranges(cfg.sessions) if cfg.sessions is not None else None
-    except (TypeError, ValueError): _fail('sessions', cfg.sessions, "session numbers and ranges like '1-37' or '1-10,12'", "None: the data set's.")
+    if cfg.sessions is not None:
+        try: parse_ranges(cfg.sessions)
+        except (TypeError, ValueError): _fail('sessions', cfg.sessions, "session numbers and ranges like '1-37' or '1-10,12'", "None: the data set's.")
     if cfg.subj not in ds.subjects:
         _fail('subj', cfg.subj, f"one of {ds.subjects} on the {ds.name} data set", "Pass one of these (or another data set).")
     gens = ('unclip', *ds.generators())

@@ -14,7 +14,7 @@ from .core import weights_dir, cli_error, shown, atomic_write
 from .encoders import open_clip_file
 
 # %% auto #0
-__all__ = ['HF_WEIGHTS_REPO', 'PER_MODEL', 'RANDOM_WEIGHTS_LABEL', 'SWAV_URL', 'NETS', 'CLIP_ARCH', 'TEACHER',
+__all__ = ['HF_WEIGHTS_REPO', 'PER_MODEL', 'RANDOM_WEIGHTS_LABEL', 'TEACHER', 'SWAV_URL', 'NETS', 'CLIP_ARCH',
            'published_weight_files', 'download_weights', 'MetricWeightsError', 'metric_network', 'metric_weight_files',
            'fetch_metric_weights', 'weights_cli']
 
@@ -58,12 +58,12 @@ class MetricWeightsError(RuntimeError):
 _FETCH_HINT = "secondsight-weights --metrics"
 def _one_line(e:Exception)->str: return ' '.join(str(e).split())[:300]
 
-def _weights_help(what:str, name:str, folder:Path, elsewhere:str, why:str)->str:
-    "One line: the file and where it was looked for, how to fill the weights folder, and the random-weights way out."
+def _weights_help(what:str, name:str, folder:Path, elsewhere:str, why:str, way_out:str|None=None)->str:
+    "One line: the file and where it was looked for, how to fill the weights folder, and the way out (04's random weights)."
     return (f"{what}: the pretrained weights are not available: expected {name} in the weights folder {shown(folder)} "
             f"(models_dir=, else $SECONDSIGHT_WEIGHTS, else data/weights) or in {elsewhere}, and {why}. Fill the weights "
             f"folder where there is internet with `{_FETCH_HINT}` and copy it here, or point models_dir= or $SECONDSIGHT_WEIGHTS "
-            f"at a folder that holds {name}. {_RANDOM_WAY}")
+            f"at a folder that holds {name}. {way_out or _RANDOM_WAY}")
 
 _RANDOM_WAY = f"Or pass weights='random' to run without them: the numbers are then labelled '{RANDOM_WEIGHTS_LABEL}'."
 _TEACHER_WAY = ("The low-level decoder's ConvNeXt term (MindEye's) needs it; a data set's decoder settings may instead give it "
@@ -78,15 +78,15 @@ def _download(url:str, path:Path, progress:bool=True):
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.hub.download_url_to_file(url, str(path), m.group(1) if m else None, progress=progress)
 
-def _torch_checkpoint(url:str, what:str, folder:Path, allow_download:bool)->Path:
+def _torch_checkpoint(url:str, what:str, folder:Path, allow_download:bool, way_out:str|None=None)->Path:
     "The checkpoint file of `url`: in the weights folder, else in torch.hub's cache, else downloaded into that cache (if allowed)."
     name = _url_file(url); hub = Path(torch.hub.get_dir())/'checkpoints'/name
     for p in (Path(folder)/name, hub):
         if p.is_file(): return p
     elsewhere = f"torch.hub's cache {shown(hub.parent)} ($TORCH_HOME; source {url})"
-    if not allow_download: raise MetricWeightsError(_weights_help(what, name, folder, elsewhere, "downloads are off (allow_download=False)"))
+    if not allow_download: raise MetricWeightsError(_weights_help(what, name, folder, elsewhere, "downloads are off (allow_download=False)", way_out))
     try: _download(url, hub)
-    except Exception as e: raise MetricWeightsError(_weights_help(what, name, folder, elsewhere, f"the download failed ({type(e).__name__}: {_one_line(e)})")) from e
+    except Exception as e: raise MetricWeightsError(_weights_help(what, name, folder, elsewhere, f"the download failed ({type(e).__name__}: {_one_line(e)})", way_out)) from e
     return hub
 
 # %% ../nbs/07_weights.ipynb #46eebc07
@@ -98,6 +98,7 @@ def _read_state(path:Path, what:str)->dict:
                                  f"Delete it and fetch it again ({_FETCH_HINT}).") from e
 
 # %% ../nbs/07_weights.ipynb #5473b190
+TEACHER = 'convnext'    # not a metric: the low-level decoder's ConvNeXt teacher (01b_decoders), built here the same way
 def _tv_net(net:str, effnet_weights:str='IMAGENET1K_V2')->tuple:
     "(torchvision builder, weights, builder arguments those weights imply) of AlexNet, InceptionV3, EfficientNet-B1 or ConvNeXt-T."
     import torchvision.models as tvm
@@ -115,7 +116,7 @@ def _build_torchvision(net:str, effnet_weights:str, pretrained:bool, allow_downl
         kw = dict(aux_logits=False, init_weights=True, transform_input=True) if net == 'inception' else {}
         return fn(weights=None, **kw), f"torchvision {fn.__name__}"
     what = f"torchvision {fn.__name__} {w.name}"
-    path = _torch_checkpoint(w.url, what, folder, allow_download)
+    path = _torch_checkpoint(w.url, what, folder, allow_download, _TEACHER_WAY if net == TEACHER else None)   # 04's way out is not the teacher's
     model, sd = fn(weights=None, **kw), _read_state(path, what)
     try: model.load_state_dict(sd)
     except RuntimeError as e: raise MetricWeightsError(f"{what}: {shown(path)} is not its checkpoint ({_one_line(e)[:200]}). Delete it and fetch {w.url} again.") from e
@@ -186,7 +187,6 @@ def _build_clip(arch:str, pretrained:str|None, allow_download:bool, size:int=224
 # %% ../nbs/07_weights.ipynb #36f675cc
 NETS = ('alexnet', 'inception', 'clip', 'effnet', 'swav')  # the five metric networks, in 04_metrics' order
 CLIP_ARCH = 'ViT-L-14'  # OpenAI CLIP ViT-L/14, the published CLIP metric
-TEACHER = 'convnext'    # not a metric: the low-level decoder's ConvNeXt teacher (01b_decoders), built here the same way
 
 def metric_network(net:str, # one of NETS: 'alexnet', 'inception', 'clip', 'effnet', 'swav'; or TEACHER
                    pretrained:bool=True, # the published weights; False: fixed random weights (from `seed`)
@@ -205,10 +205,7 @@ def metric_network(net:str, # one of NETS: 'alexnet', 'inception', 'clip', 'effn
         torch.manual_seed(seed + zlib.crc32(net.encode()))  # fixed random weights per network
         if net == 'clip': return _build_clip(clip_arch, clip_pretrained if pretrained else None, allow_download, clip_size, folder)
         if net == 'swav': return _build_swav(pretrained, allow_download, folder)
-        try: return _build_torchvision(net, effnet_weights, pretrained, allow_download, folder)
-        except MetricWeightsError as e:                   # the teacher's file: weights='random' is 04_metrics' way out, not this one
-            if net != TEACHER: raise
-            raise MetricWeightsError(str(e).replace(_RANDOM_WAY, _TEACHER_WAY)) from None
+        return _build_torchvision(net, effnet_weights, pretrained, allow_download, folder)
 
 # %% ../nbs/07_weights.ipynb #714aa7a5
 def metric_weight_files(clip_arch:str=CLIP_ARCH, # open_clip architecture of the CLIP metric
